@@ -1,0 +1,96 @@
+"""The gateway's one job: carry each guest connection to the receiver over the gateway's own
+mutually authenticated link, announcing whose it is with the guest's certificate. Bytes after
+the hello pass through untouched; only the control channel's first frame (the registration)
+is read, to keep the source site's inventory."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Dict, Optional
+
+from ..protocol import (CHANNEL_CONTROL, Forward, FrameDecoder, ProtocolError, Register,
+                        decode, decode_hello, encode_hello)
+from ..protocol.frames import HELLO
+from ..transport import Connection, TransportError, connect
+
+log = logging.getLogger("osam.gateway")
+
+CHUNK = 1 << 20
+HELLO_TIMEOUT = 15.0
+
+
+class Relay:
+    def __init__(self, receiver_host: str, receiver_port: int, client_ssl):
+        self.receiver = (receiver_host, receiver_port)
+        self.client_ssl = client_ssl
+        self.inventory: Dict[str, dict] = {}   # guest name -> what it last registered
+        self.active = 0
+
+    async def handle(self, guest: Connection) -> None:
+        name = guest.identity.name
+        try:
+            channel = decode_hello(await asyncio.wait_for(guest.reader.readexactly(HELLO.size), HELLO_TIMEOUT))
+        except (ProtocolError, asyncio.IncompleteReadError, asyncio.TimeoutError) as exc:
+            log.warning("refused %s (%s): bad hello: %s", guest.peer, name, exc)
+            return
+        try:
+            up = await connect(*self.receiver, self.client_ssl, timeout=15, expect_roles=("receiver",))
+        except TransportError as exc:
+            log.warning("cannot forward %s (%s): %s", guest.peer, name, exc)
+            return
+        up.writer.write(encode_hello(channel) + Forward(channel, guest.peer_cert_der, guest.peer).encode())
+        self.active += 1
+        log.info("forwarding %s channel of %s (%s)", "control" if channel == CHANNEL_CONTROL else "data",
+                 name, guest.peer)
+        watch = _RegistrationWatch(name, self.inventory) if channel == CHANNEL_CONTROL else None
+        try:
+            down = asyncio.ensure_future(_pipe(guest.reader, up.writer, watch))
+            back = asyncio.ensure_future(_pipe(up.reader, guest.writer, None))
+            await asyncio.wait({down, back}, return_when=asyncio.FIRST_COMPLETED)
+            for t in (down, back):
+                t.cancel()
+        finally:
+            self.active -= 1
+            await up.close()
+
+
+class _RegistrationWatch:
+    def __init__(self, name: str, inventory: Dict[str, dict]):
+        self.name, self.inventory = name, inventory
+        self.decoder: Optional[FrameDecoder] = FrameDecoder()
+
+    def feed(self, data: bytes) -> None:
+        try:
+            frames = self.decoder.feed(data)
+        except ProtocolError:
+            self.decoder = None  # the receiver will say what is wrong with it
+            return
+        if frames:
+            msg = decode(frames[0]) if frames else None
+            if isinstance(msg, Register):
+                self.inventory[self.name] = {"inventory": msg.inventory, "agent_version": msg.agent_version,
+                                             "registered_at": time.time()}
+            self.decoder = None
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, watch) -> None:
+    try:
+        while True:
+            data = await reader.read(CHUNK)
+            if not data:
+                break
+            if watch is not None and watch.decoder is not None:
+                try:
+                    watch.feed(data)
+                except ProtocolError:
+                    watch.decoder = None
+            writer.write(data)
+            await writer.drain()
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        try:
+            writer.close()
+        except Exception:  # noqa: BLE001 - already gone
+            pass

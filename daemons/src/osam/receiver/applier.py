@@ -1,0 +1,162 @@
+"""Applies one guest's data channel to its replica. Sans-IO: messages in, replies out; the one
+slow step, making a checkpoint durable, is returned to the caller to run off the event loop."""
+from __future__ import annotations
+
+import logging
+import os
+from typing import List, Optional
+
+from ..common.fsentry import REGULAR, FsEntry
+from ..protocol import (Checkpoint, CheckpointAck, Delete, Entry, FileData, FileEnd, FileHole, HardLink,
+                        Heartbeat, Message, ProtocolError, Rename, Resend, SyncBegin, SyncEnd,
+                        SyncEndAck)
+from .checkpoint import CheckpointJournal, encode_cursor
+from .store import BaseMismatch, FileWriter, MissingEntry, ReplicaStore, StoreError, UnsafePath
+
+log = logging.getLogger("osam.receiver.applier")
+
+
+class Refused(Exception):
+    """The guest sent something that must end the connection (named in the message)."""
+
+
+class Applier:
+    def __init__(self, guest: str, store: ReplicaStore, journal: CheckpointJournal):
+        self.guest = guest
+        self.store = store
+        self.journal = journal
+        self.sync: Optional[dict] = None
+        self.file: Optional[FileWriter] = None
+        self.skip_file = False            # data of a file we are not writing (Resend asked)
+        self.file_size = 0
+        self.bytes_written = 0
+        self.entries = 0
+
+    def handle(self, msg: Message) -> List[Message]:
+        """Apply one message; returns replies. A Checkpoint returns a callable in the list:
+        run it (blocking: it syncs the file system), then send the ack it returns."""
+        if isinstance(msg, (FileData, FileHole)):
+            if self.file is not None:
+                self._write(msg)
+            elif not self.skip_file:
+                raise Refused("file data outside a file")
+            return []
+        if isinstance(msg, FileEnd):
+            return self._end_file(msg.ok)
+        if self.file is not None:
+            raise Refused(f"{type(msg).__name__} inside a file")
+        self.skip_file = False
+        if isinstance(msg, Entry):
+            return self._entry(msg)
+        try:
+            if isinstance(msg, HardLink):
+                self.store.hardlink(msg.path, msg.target)
+            elif isinstance(msg, Delete):
+                self.store.delete(msg.path)
+            elif isinstance(msg, Rename):
+                self._rename(msg)
+            elif isinstance(msg, Checkpoint):
+                return [lambda: self._durable(msg)]
+            elif isinstance(msg, SyncBegin):
+                self._begin(msg)
+            elif isinstance(msg, SyncEnd):
+                return [lambda: self._end_sync(msg)]
+            elif isinstance(msg, Heartbeat):
+                pass
+            else:
+                raise Refused(f"unexpected {type(msg).__name__} on the data channel")
+        except UnsafePath as exc:
+            raise Refused(f"unsafe path: {exc}") from None
+        except MissingEntry as exc:
+            if isinstance(msg, HardLink):
+                return [Resend(msg.path, f"link target missing: {exc}")]
+            raise
+        self.entries += 1
+        return []
+
+    def _entry(self, msg: Entry) -> List[Message]:
+        if msg.size < 0 or msg.size > 1 << 50:
+            raise Refused("entry size out of range")
+        e = FsEntry(msg.path, msg.kind, msg.mode, msg.uid, msg.gid, msg.mtime_ns, msg.size,
+                    msg.rdev, msg.target, [tuple(x) for x in msg.xattrs])
+        self.entries += 1
+        try:
+            if e.kind != REGULAR:
+                self.store.apply_entry(e)
+                return []
+            base = (msg.base_size, msg.base_mtime_ns) if msg.base_size >= 0 else None
+            try:
+                self.file = self.store.open_file(e, base=base)
+                self.file_size = e.size
+            except (BaseMismatch, MissingEntry) as exc:
+                self.skip_file = True
+                return [Resend(msg.path, str(exc))]
+        except UnsafePath as exc:
+            raise Refused(f"unsafe path: {exc}") from None
+        except (StoreError, ValueError) as exc:
+            raise Refused(f"bad entry {os.fsdecode(msg.path)!r}: {exc}") from None
+        return []
+
+    def _write(self, msg) -> None:
+        length = len(msg.data) if isinstance(msg, FileData) else msg.length
+        if msg.offset < 0 or length < 0 or msg.offset + length > self.file_size:
+            raise Refused(f"file range {msg.offset}+{length} outside the file's {self.file_size} bytes")
+        if isinstance(msg, FileData):
+            self.bytes_written += self.file.write(msg.offset, msg.data)
+        else:
+            self.file.punch(msg.offset, length)
+
+    def _end_file(self, ok: bool) -> List[Message]:
+        f, self.file = self.file, None
+        if f is None:
+            if self.skip_file:
+                self.skip_file = False
+                return []
+            raise Refused("file end outside a file")
+        if ok:
+            f.commit()
+        else:
+            f.abort()
+        return []
+
+    def _rename(self, msg: Rename) -> None:
+        try:
+            self.store.rename(msg.old, msg.new)
+        except MissingEntry:
+            # The sentinel renamed something it believed we had; it sends the new name whole.
+            log.info("%s: rename source %r missing; expecting the new name in full",
+                     self.guest, os.fsdecode(msg.old))
+
+    def _begin(self, msg: SyncBegin) -> None:
+        if msg.kind not in ("full", "continuous", "final", "verify"):
+            raise Refused(f"unknown sync kind {msg.kind!r}")
+        state = self.journal.load()
+        if state.get("sync_id") != msg.sync_id:
+            state = {"sync_id": msg.sync_id, "kind": msg.kind, "seq": 0, "cursor": None,
+                     "complete": False, "migration": state.get("migration")}
+        self.sync = state
+
+    def _durable(self, msg: Checkpoint) -> Message:
+        """Blocking: restore directory times, sync the replica's file system, record the step."""
+        self.store.flush_dir_times()
+        self.store.sync()
+        if self.sync is None:
+            raise ProtocolError("checkpoint outside a sync")
+        self.sync = dict(self.sync, seq=msg.seq, stats=msg.stats)
+        if msg.cursor:
+            self.sync["cursor"] = encode_cursor(msg.cursor)
+        self.journal.commit(self.sync)
+        return CheckpointAck(msg.seq)
+
+    def _end_sync(self, msg: SyncEnd) -> Message:
+        self.store.flush_dir_times()
+        self.store.sync()
+        state = dict(self.sync or {}, sync_id=msg.sync_id, complete=True, cursor=None, stats=msg.stats)
+        self.journal.commit(state)
+        self.sync = None
+        return SyncEndAck(msg.sync_id, msg.stats)
+
+    def abort_file(self) -> None:
+        if self.file is not None:
+            self.file.abort()
+            self.file = None

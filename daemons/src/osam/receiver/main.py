@@ -1,0 +1,136 @@
+"""osam-receiver: the destination's Sentinel Data Receiver (SDR): replicas, the migration
+controller and its REST API."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+from typing import Dict
+
+from ..common import service
+from ..common.hostport import parse_hostport
+from ..controller import Controller
+from ..pki import CertificateRefused, read_token, verify_peer_certificate
+from ..pki.layout import ca_paths
+from ..protocol import CHANNEL_CONTROL, Error, Forward, ProtocolError, decode_hello
+from ..protocol.frames import HELLO
+from ..transport import Connection, bound_port, serve, server_context
+from ..transport.framed import FramedStream, LinkClosed
+from .api import handle_api_connection
+from .session import GuestSession
+
+log = logging.getLogger("osam.receiver")
+
+FORWARD_TIMEOUT = 15.0
+
+
+class Receiver:
+    def __init__(self, data_dir: str, pki_dir: str):
+        self.data_dir = data_dir
+        self.pki_dir = pki_dir
+        os.makedirs(data_dir, mode=0o700, exist_ok=True)
+        self.controller = Controller(os.path.join(data_dir, "osam.sqlite"))
+        self.sessions: Dict[str, GuestSession] = {}
+        self.ca_cert = ca_paths(pki_dir)[0]
+
+    def session(self, name: str) -> GuestSession:
+        if name not in self.sessions:
+            self.sessions[name] = GuestSession(name, self.data_dir, self.controller)
+        return self.sessions[name]
+
+    async def handle_gateway(self, conn: Connection) -> None:
+        """A forwarded guest connection: the Forward frame names the guest by its certificate."""
+        try:
+            stream, first = await self._forwarded(conn)
+            identity = verify_peer_certificate(first.peer_cert, self.ca_cert)
+            if identity.role != "sentinel":
+                raise CertificateRefused(f"forwarded peer is a {identity.role}, not a sentinel")
+        except CertificateRefused as exc:
+            log.warning("refused guest via gateway %s: %s", conn.identity.name, exc)
+            await stream.send(Error("certificate", str(exc)))
+            return
+        except (ProtocolError, LinkClosed, asyncio.TimeoutError) as exc:
+            log.warning("refused connection from gateway %s: %s", conn.peer, exc)
+            return
+        session = self.session(identity.name)
+        log.info("guest %s: %s channel via gateway %s (%s)", identity.name,
+                 "control" if first.channel == CHANNEL_CONTROL else "data", conn.identity.name, first.peer_addr)
+        try:
+            if first.channel == CHANNEL_CONTROL:
+                await session.run_control(stream)
+            else:
+                await session.run_data(stream)
+        except (LinkClosed, asyncio.CancelledError) as exc:
+            log.info("guest %s: link closed: %s", identity.name, exc or "cancelled")
+        except ProtocolError as exc:
+            log.warning("guest %s: protocol error, closing: %s", identity.name, exc)
+
+    async def _forwarded(self, conn: Connection):
+        """The stream of a forwarded connection and the Forward frame that must open it."""
+        try:
+            channel = decode_hello(await asyncio.wait_for(conn.reader.readexactly(HELLO.size), FORWARD_TIMEOUT))
+        except asyncio.IncompleteReadError:
+            raise LinkClosed("closed before its hello") from None
+        stream = FramedStream(conn.reader, conn.writer, channel, hello_received=True)
+        msg = await stream.recv(timeout=FORWARD_TIMEOUT)
+        if not isinstance(msg, Forward) or msg.channel != channel:
+            raise ProtocolError("a forwarded connection must start with its Forward frame")
+        return stream, msg
+
+    async def handle_api(self, conn: Connection) -> None:
+        tokens = {read_token(os.path.join(self.pki_dir, "api-token")): "rw",
+                  read_token(os.path.join(self.pki_dir, "api-token-ro")): "ro"}
+        await handle_api_connection(conn.reader, conn.writer, controller=self.controller, tokens=tokens, log=log)
+
+    async def watchdog(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            for s in list(self.sessions.values()):
+                try:
+                    s.check_link(now)
+                except Exception:  # noqa: BLE001
+                    log.exception("link check for %s failed", s.name)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="osam-receiver", description="Receive guest replicas and drive their migrations.")
+    p.add_argument("--listen", required=True, type=parse_hostport, metavar="HOST:PORT", help="for gateways")
+    p.add_argument("--api", required=True, type=parse_hostport, metavar="HOST:PORT", help="REST API (HTTPS)")
+    p.add_argument("--pki", required=True, metavar="DIR")
+    p.add_argument("--data", required=True, metavar="DIR")
+    p.add_argument("--log-level", default="INFO")
+    args = p.parse_args(argv)
+    service.setup_logging("osam-receiver", args.log_level)
+    return asyncio.run(_run(args))
+
+
+async def _run(args) -> int:
+    receiver = Receiver(args.data, args.pki)
+    links = await serve(*args.listen, server_context(args.pki, "receiver"), receiver.handle_gateway,
+                        allowed_roles=("gateway",), log=log)
+    api = await serve(*args.api, server_context(args.pki, "receiver"), receiver.handle_api,
+                      allowed_roles=("admin",), log=log, admission_line=False)
+    log.info("receiver listening on %s:%d for gateways, API on https://%s:%d", args.listen[0],
+             bound_port(links), args.api[0], bound_port(api))
+    watchdog = asyncio.ensure_future(receiver.watchdog())
+    service.notify_ready()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    service.notify_stopping()
+    watchdog.cancel()
+    links.close()
+    api.close()
+    receiver.controller.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

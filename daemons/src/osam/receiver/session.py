@@ -1,0 +1,248 @@
+"""One guest as the receiver sees it: its control and data connections (forwarded by the
+gateway), the replica they write, and the driver that walks the migration through its phases
+by commanding the sentinel. Phases and their rules live in osam.controller; this only acts."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from typing import Dict, Optional
+
+from ..controller import phases
+from ..protocol import (Command, CommandResult, Error, Heartbeat, ProtocolError, Progress,
+                        Register, Welcome)
+from ..transport.framed import FramedStream, LinkClosed
+from .applier import Applier, Refused
+from .checkpoint import CheckpointJournal, decode_cursor
+from .store import ReplicaStore
+
+log = logging.getLogger("osam.receiver")
+
+POLL = 0.1                 # how often the driver looks at the controller's state
+CONTROL_SILENCE = 30.0     # a control channel this quiet is dead (the sentinel reports every second)
+
+
+class GuestSession:
+    def __init__(self, name: str, data_dir: str, controller):
+        self.name = name
+        self.controller = controller
+        self.replica_dir = os.path.join(data_dir, "replicas", name)
+        os.makedirs(self.replica_dir, exist_ok=True)
+        self.journal = CheckpointJournal(os.path.join(self.replica_dir, "checkpoint.json"))
+        self.store: Optional[ReplicaStore] = None
+        self.control: Optional[FramedStream] = None
+        self.data_ready = asyncio.Event()
+        self.data_task: Optional[asyncio.Task] = None
+        self.driver: Optional[asyncio.Task] = None
+        self.results: Dict[int, asyncio.Future] = {}
+        self.seq = 0
+        self.config: dict = {}
+        self.down_since: Optional[float] = time.monotonic()
+
+    # -- control channel -----------------------------------------------------------------
+    async def run_control(self, stream: FramedStream) -> None:
+        reg = await stream.recv(timeout=CONTROL_SILENCE)
+        if not isinstance(reg, Register):
+            raise ProtocolError(f"expected Register, got {type(reg).__name__}")
+        self.controller.register_guest(self.name, reg.inventory, reg.agent_version)
+        self.controller.set_connected(self.name, True)
+        self.config = reg.config
+        m = self.controller.migration(self.name)
+        await stream.send(Welcome(self.name, m["phase"] if m else phases.REGISTERED, {}))
+        if self.control is not None:
+            await self.control.close()  # a reconnect replaces a stale session
+        self.control = stream
+        self.down_since = None
+        log.info("guest %s registered (agent %s)", self.name, reg.agent_version)
+        self.driver = asyncio.ensure_future(self._drive())
+        try:
+            while True:
+                msg = await stream.recv(timeout=CONTROL_SILENCE)
+                if isinstance(msg, CommandResult):
+                    fut = self.results.pop(msg.seq, None)
+                    if fut and not fut.done():
+                        fut.set_result(msg)
+                elif isinstance(msg, Progress):
+                    self._progress(msg.stats)
+                elif isinstance(msg, Error):
+                    log.warning("guest %s reports %s: %s", self.name, msg.code, msg.message)
+                elif not isinstance(msg, Heartbeat):
+                    raise ProtocolError(f"unexpected {type(msg).__name__} on the control channel")
+        except asyncio.TimeoutError:
+            log.warning("guest %s: control channel silent for %.0fs; dropping it", self.name, CONTROL_SILENCE)
+        finally:
+            if self.control is stream:
+                self.control = None
+                self.down_since = time.monotonic()
+                self.driver.cancel()
+                for fut in self.results.values():
+                    fut.cancel()
+                self.results.clear()
+                self.controller.set_connected(self.name, False)
+                if self.data_task:
+                    self.data_task.cancel()
+
+    def _progress(self, stats: dict) -> None:
+        m = self.controller.migration(self.name)
+        if m is None or phases.is_terminal(m["phase"]):
+            return
+        def count(key):
+            v = stats.get(key)
+            return v if isinstance(v, int) and v >= 0 else None
+        lag = stats.get("lag")
+        self.controller.update_progress(
+            self.name, bytes_done=count("bytes_done"), bytes_total=count("bytes_total"),
+            files_done=count("files_done"), files_total=count("files_total"),
+            lag=lag if isinstance(lag, (int, float)) and lag >= 0 else None)
+        self.last_stats = stats
+
+    async def command(self, action: str, **args) -> dict:
+        if self.control is None:
+            raise LinkClosed("guest not connected")
+        self.seq += 1
+        fut = asyncio.get_running_loop().create_future()
+        self.results[self.seq] = fut
+        await self.control.send(Command(self.seq, action, args))
+        result: CommandResult = await fut
+        if not result.ok:
+            raise RuntimeError(f"{action} failed on the guest: {result.detail.get('error', result.detail)}")
+        return result.detail
+
+    # -- data channel --------------------------------------------------------------------
+    async def run_data(self, stream: FramedStream) -> None:
+        if self.data_task is not None:
+            self.data_task.cancel()
+        self.data_task = asyncio.current_task()
+        if self.store is None:
+            self.store = ReplicaStore(self.replica_dir)
+        applier = Applier(self.name, self.store, self.journal)
+        await stream.send(Welcome(self.name, "", {}))
+        loop = asyncio.get_running_loop()
+        self.data_ready.set()
+        pending_ack: Optional[asyncio.Future] = None
+        try:
+            while True:
+                msg = await stream.recv()
+                try:
+                    replies = applier.handle(msg)
+                except Refused as exc:
+                    log.warning("guest %s: refused data: %s", self.name, exc)
+                    await stream.send(Error("refused", str(exc)))
+                    return
+                for reply in replies:
+                    if callable(reply):
+                        # Durable steps run in order, off the loop, while data keeps arriving.
+                        prev = pending_ack
+                        pending_ack = asyncio.ensure_future(self._ack_after(prev, loop.run_in_executor(None, reply), stream))
+                    else:
+                        stream.queue(reply)
+                        await stream.flush()
+        finally:
+            applier.abort_file()
+            self.data_ready.clear()
+            if self.data_task is asyncio.current_task():
+                self.data_task = None
+
+    @staticmethod
+    async def _ack_after(prev, durable, stream: FramedStream) -> None:
+        if prev is not None:
+            await prev
+        ack = await durable
+        stream.queue(ack)
+        await stream.flush()
+
+    # -- the driver ----------------------------------------------------------------------
+    async def _drive(self) -> None:
+        try:
+            while True:
+                m = self.controller.migration(self.name)
+                phase = m["phase"] if m else None
+                if phase in (None,) or phases.is_terminal(phase):
+                    await asyncio.sleep(POLL)
+                    continue
+                await asyncio.wait_for(self.data_ready.wait(), CONTROL_SILENCE)
+                await self._watch_abort(self._step(m))
+        except asyncio.CancelledError:
+            raise
+        except (LinkClosed, asyncio.TimeoutError) as exc:
+            log.info("guest %s: %s", self.name, exc)
+        except Exception as exc:  # noqa: BLE001 - the migration records why it stopped
+            log.exception("guest %s: migration step failed", self.name)
+            m = self.controller.migration(self.name)
+            if m and not phases.is_terminal(m["phase"]):
+                self.controller.fail(self.name, f"{type(exc).__name__}: {exc}")
+
+    async def _watch_abort(self, step) -> None:
+        """Run a step, abandoning it if the migration is aborted meanwhile."""
+        task = asyncio.ensure_future(step)
+        while not task.done():
+            await asyncio.wait({task}, timeout=POLL)
+            m = self.controller.migration(self.name)
+            if m and phases.is_terminal(m["phase"]) and not task.done():
+                task.cancel()
+                log.info("guest %s: migration %s; stopping the guest's work", self.name, m["phase"])
+                try:
+                    await self.command("stop_continuous")
+                except Exception:  # noqa: BLE001 - best effort
+                    pass
+        if not task.cancelled():
+            task.result()
+
+    async def _step(self, m: dict) -> None:
+        phase, name = m["phase"], self.name
+        if phase == phases.REGISTERED:
+            self.controller.advance(name, phases.FULL_SYNC)
+        elif phase == phases.FULL_SYNC:
+            sync_id, cursor = self._full_sync_position(m)
+            log.info("guest %s: full sync %d %s", name, sync_id,
+                     f"resuming after {os.fsdecode(cursor)!r}" if cursor else "from the start")
+            await self.command("full_sync", sync_id=sync_id, cursor=cursor)
+            self.controller.advance(name, phases.CONTINUOUS_SYNC)
+        elif phase == phases.CONTINUOUS_SYNC:
+            await self.command("continuous_sync", sync_id=self._next_sync_id(m, "continuous"))
+            self.controller.update_progress(name, last_sync_at=time.time())  # first pass done
+            while not self.controller.switchover_due(name):
+                await asyncio.sleep(POLL)
+                if self.controller.migration(name)["phase"] != phases.CONTINUOUS_SYNC:
+                    return
+            self.controller.advance(name, phases.QUIESCE)
+        elif phase == phases.QUIESCE:
+            report = await self.command("quiesce")
+            log.info("guest %s quiesced: %s", name, report)
+            self.controller.advance(name, phases.FINAL_SYNC)
+        elif phase == phases.FINAL_SYNC:
+            await self.command("final_sync", sync_id=self._next_sync_id(m, "final"), verify=False)
+            self.controller.advance(name, phases.COMPLETED)
+            log.info("guest %s: migration completed; replica at %s", name, os.path.join(self.replica_dir, "root"))
+
+    def _full_sync_position(self, m: dict):
+        state = self.journal.load()
+        if state.get("migration") == m["id"] and state.get("kind") == "full" and not state.get("complete"):
+            cursor = state.get("cursor")
+            return state["sync_id"], decode_cursor(cursor) if cursor else None
+        return self._next_sync_id(m, "full"), None
+
+    def _next_sync_id(self, m: dict, kind: str) -> int:
+        state = self.journal.load()
+        sync_id = int(state.get("sync_id", 0)) + 1
+        self.journal.commit({"migration": m["id"], "sync_id": sync_id, "kind": kind, "seq": 0,
+                             "cursor": None, "complete": False})
+        return sync_id
+
+    # -- link watchdog -------------------------------------------------------------------
+    def check_link(self, now: float) -> None:
+        """Fail the migration once the link has been down longer than the guest allows."""
+        if self.down_since is None:
+            return
+        hours = self.config.get("max_retry_interval", 8)
+        limit = (hours if isinstance(hours, int) and 1 <= hours <= 8 else 8) * 3600 * LINK_TIME_SCALE
+        if now - self.down_since > limit:
+            m = self.controller.migration(self.name)
+            if m and not phases.is_terminal(m["phase"]) and m["phase"] != phases.REGISTERED:
+                self.controller.fail(self.name, f"link to the guest down for more than "
+                                                f"max_retry_interval ({hours} h)")
+
+
+# Tests scale hours down (OSAM_LINK_TIME_SCALE=0.001 makes an hour 3.6 s).
+LINK_TIME_SCALE = float(os.environ.get("OSAM_LINK_TIME_SCALE", "1"))

@@ -1,0 +1,389 @@
+"""File-level replication of a root: full sync, continuous sync from the change journal, and
+final sync. The change journal starts before the full sync walks, so whatever changes while a
+file is read, or after it was sent, is sent again by the next pass."""
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import threading
+import time
+from typing import Dict, List, Optional, Tuple
+
+from ..common.fsentry import DIRECTORY, REGULAR, FsEntry
+from ..protocol import Delete, FileData, HardLink, Rename
+from .config import SentinelConfig
+from .datalink import DataLink
+from .fsmeta import HardLinkTracker, stat_entry
+from .index import Index, row_from_stat
+from .journal import ChangeEvent, open_journal
+from .sender import DELTA_MIN, FileSender, entry_message
+from .walk import local_mount_filter, walk, walk_key
+
+log = logging.getLogger("osam.sentinel.replicator")
+
+# Checkpoint a full sync after this much data, this many entries, or this long.
+CHECKPOINT_BYTES = 32 << 20
+CHECKPOINT_ENTRIES = 8192
+CHECKPOINT_SECONDS = 2.0
+# Continuous sync waits this long after the first event so a burst travels as one batch.
+DEBOUNCE = 0.002
+BATCH_ENTRIES = 2048
+
+
+def parent_of(path: bytes) -> bytes:
+    return path.rpartition(b"/")[0]
+
+
+def is_under(path: bytes, top: bytes) -> bool:
+    return path == top or path.startswith(top + b"/")
+
+
+class Stats:
+    def __init__(self):
+        self.files_done = self.bytes_done = 0
+        self.files_total = self.bytes_total = 0
+        self.bytes_sent = 0
+        self.counted = False
+
+    def as_dict(self) -> dict:
+        return {"files_done": self.files_done, "bytes_done": self.bytes_done,
+                "files_total": self.files_total, "bytes_total": self.bytes_total,
+                "bytes_sent": self.bytes_sent}
+
+
+class Replicator:
+    def __init__(self, root: bytes, config: SentinelConfig, index: Index):
+        self.root = os.path.abspath(os.fsencode(root))
+        self.config = config
+        self.index = index
+        self.mounts = local_mount_filter(self.root)
+        self.dirty: Dict[bytes, float] = {}        # path -> monotonic time first seen
+        self.renames: List[Tuple[bytes, bytes, float]] = []
+        self.deferred: Dict[bytes, float] = {}     # excluded paths changed during continuous sync
+        self.changed = asyncio.Event()
+        self.needs_verify = True                   # a new process has not watched the past
+        self.stats = Stats()
+        self.journal = None
+        self.watching_since_sync_start = False     # the journal saw every change of this sync
+        self.new_subtrees: set = set()             # renamed-in directories the replica lacks
+        self.phase = "idle"
+
+    # -- change journal ------------------------------------------------------------------
+    def start_journal(self) -> None:
+        if self.journal is not None:
+            return
+        self.journal = open_journal(self.root, ignore_pids=(os.getpid(),),
+                                    skip_dir=self.mounts.is_foreign_mount)
+        asyncio.get_running_loop().add_reader(self.journal.fileno(), self.drain_journal)
+        log.info("change journal: %s on %s", self.journal.backend, os.fsdecode(self.root))
+
+    def stop_journal(self) -> None:
+        if self.journal is not None:
+            asyncio.get_running_loop().remove_reader(self.journal.fileno())
+            self.journal.close()
+            self.journal = None
+
+    def drain_journal(self) -> None:
+        now = time.monotonic()
+        for ev in self.journal.read_events():
+            self._record(ev, now)
+        if self.dirty or self.renames:
+            self.changed.set()
+
+    def _mark(self, path: bytes, now: float) -> None:
+        self.dirty.setdefault(path, now)
+        if path:
+            self.dirty.setdefault(parent_of(path), now)
+
+    def _record(self, ev: ChangeEvent, now: float) -> None:
+        if ev.kind == "overflow":
+            log.warning("change journal lost events; a verifying walk follows")
+            self.needs_verify = True
+        elif ev.kind == "renamed":
+            self.renames.append((ev.old_path, ev.path, now))
+            # Changes queued under the old name belong to the new one now.
+            for p in [p for p in self.dirty if is_under(p, ev.old_path)]:
+                self.dirty.setdefault(ev.path + p[len(ev.old_path):], self.dirty.pop(p))
+            self._mark(parent_of(ev.old_path) if ev.old_path else b"", now)
+            self._mark(ev.path, now)
+        else:
+            self._mark(ev.path, now)
+
+    def resend(self, path: bytes) -> None:
+        """The receiver could not patch this file: send it whole next time."""
+        row = self.index.get(path)
+        if row is not None:
+            self.index.apply([("put", row._replace(hashes=None, size=-1))])
+        self.dirty.setdefault(path, time.monotonic())
+        self.changed.set()
+
+    # -- progress ------------------------------------------------------------------------
+    def count_in_background(self) -> None:
+        """Totals for progress and ETA, counted beside the sync (the walk warms the cache)."""
+        stats = self.stats
+
+        def count():
+            files = size = 0
+            try:
+                for e, st in walk(self.root, mounts=self.mounts, on_error=lambda p, exc: None):
+                    files += 1
+                    if e.kind == REGULAR:
+                        size += st.st_blocks * 512 if st.st_blocks * 512 < e.size else e.size
+            except OSError:
+                return
+            stats.files_total, stats.bytes_total, stats.counted = files, size, True
+
+        threading.Thread(target=count, name="osam-count", daemon=True).start()
+
+    def progress(self, link: Optional[DataLink]) -> dict:
+        d = self.stats.as_dict()
+        d["phase"] = self.phase
+        d["dirty"] = len(self.dirty) + len(self.renames)
+        d["deferred"] = len(self.deferred)
+        now = time.monotonic()
+        oldest = min(list(self.dirty.values()) + [t for _, _, t in self.renames], default=None)
+        lag = link.lag(now) if link else 0.0
+        if oldest is not None:
+            lag = max(lag, now - oldest)
+        d["lag"] = round(lag, 4)
+        d["journal"] = self.journal.backend if self.journal else None
+        return d
+
+    # -- sending entries -----------------------------------------------------------------
+    async def _send_file(self, link: DataLink, e: FsEntry, st, tracker: HardLinkTracker,
+                         since: Optional[float]) -> None:
+        if st.st_nlink > 1:
+            first = tracker.first_path(st, e.path)
+            if first is None:
+                known = [p for p in self.index.paths_with_inode(st.st_dev, st.st_ino) if p != e.path]
+                row = self.index.get(known[0]) if known else None
+                if row and (row.size, row.mtime_ns, row.ctime_ns) == (st.st_size, st.st_mtime_ns, st.st_ctime_ns):
+                    first = known[0]
+            if first is not None and first != e.path:
+                link.queue(HardLink(e.path, first))
+                link.note_change(("put", row_from_stat(e.path, e.kind, st)), since)
+                self.stats.files_done += 1
+                return
+        try:
+            fd = os.open(os.path.join(self.root, e.path), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOATIME)
+        except OSError as exc:
+            if exc.errno == errno.EPERM:  # O_NOATIME on a file we do not own
+                fd = os.open(os.path.join(self.root, e.path), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            elif exc.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
+                return  # gone or replaced since the walk: the journal reports what came instead
+            else:
+                raise
+        try:
+            row = self.index.get(e.path)
+            delta = (row is not None and row.kind == REGULAR and row.hashes is not None
+                     and e.size >= DELTA_MIN and row.size >= 0)
+            sender = FileSender(fd, e, old_hashes=row.hashes if delta else None,
+                                base=(row.size, row.mtime_ns) if delta else None)
+            for msg in sender.messages():
+                link.queue(msg)
+                if isinstance(msg, FileData):
+                    await link.maybe_flush()
+            self.stats.bytes_done += sender.data_bytes
+        finally:
+            os.close(fd)
+        self.stats.files_done += 1
+        link.note_change(("put", row_from_stat(e.path, e.kind, st, sender.hashes)), since)
+
+    async def send_entry(self, link: DataLink, e: FsEntry, st, tracker: HardLinkTracker,
+                         since: Optional[float] = None) -> None:
+        if e.kind == REGULAR:
+            await self._send_file(link, e, st, tracker, since)
+        else:
+            link.queue(entry_message(e))
+            link.note_change(("put", row_from_stat(e.path, e.kind, st)), since)
+            self.stats.files_done += 1
+            await link.maybe_flush()
+
+    # -- phases --------------------------------------------------------------------------
+    async def full_sync(self, link: DataLink, sync_id: int, cursor: Optional[bytes]) -> dict:
+        """Walk and send everything after `cursor` (None: from the start)."""
+        self.phase = "full_sync"
+        if cursor is None:
+            self.index.clear()
+            self.watching_since_sync_start = True
+        elif self.journal is None:
+            self.watching_since_sync_start = False
+        self.start_journal()
+        if cursor is None or not self.stats.counted:
+            # A resumed sync keeps counting, so re-sent bytes show in bytes_done.
+            self.stats = Stats() if cursor is None else self.stats
+            self.count_in_background()
+        await link.begin(sync_id, "full")
+        tracker = HardLinkTracker()
+        last = time.monotonic()
+        entries = data_mark = 0
+        for e, st in walk(self.root, start_after=cursor, mounts=self.mounts, on_error=self._walk_error):
+            await self.send_entry(link, e, st, tracker)
+            entries += 1
+            now = time.monotonic()
+            if (entries >= CHECKPOINT_ENTRIES or self.stats.bytes_done - data_mark >= CHECKPOINT_BYTES
+                    or now - last >= CHECKPOINT_SECONDS):
+                await link.checkpoint(e.path, self.stats.as_dict())
+                entries, data_mark, last = 0, self.stats.bytes_done, now
+        # Changes to entries walked before this process started were never watched.
+        self.needs_verify = not self.watching_since_sync_start
+        self.stats.bytes_sent = link.stream.bytes_out
+        return await link.end(sync_id, self.stats.as_dict())
+
+    def _walk_error(self, relpath: bytes, exc: OSError) -> None:
+        log.warning("cannot read %s: %s", os.fsdecode(relpath) or "/", exc.strerror)
+
+    async def continuous_sync(self, link: DataLink, sync_id: int, stop: asyncio.Event,
+                              first_pass_done=None) -> dict:
+        self.phase = "continuous_sync"
+        self.start_journal()
+        await link.begin(sync_id, "continuous")
+        if self.needs_verify:
+            self.verify_walk(skip_excluded=True)
+        await self.send_changes(link, continuous=True)
+        if first_pass_done:
+            first_pass_done()
+        next_verify = time.monotonic() + self.config.verify_interval if self.config.verify_interval else None
+        while not stop.is_set():
+            timeout = None if next_verify is None else max(0.0, next_verify - time.monotonic())
+            waiter = asyncio.ensure_future(self.changed.wait())
+            stopper = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({waiter, stopper}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            stopper.cancel()
+            if stop.is_set():
+                break
+            if next_verify is not None and time.monotonic() >= next_verify:
+                self.verify_walk(skip_excluded=True)
+                next_verify = time.monotonic() + self.config.verify_interval
+            await asyncio.sleep(DEBOUNCE)
+            await self.send_changes(link, continuous=True)
+        await self.send_changes(link, continuous=True)
+        self.stats.bytes_sent = link.stream.bytes_out
+        return await link.end(sync_id, self.stats.as_dict())
+
+    async def final_sync(self, link: DataLink, sync_id: int, verify: bool = False) -> dict:
+        """After quiesce: what the journal saw since the last pass, plus the excluded paths."""
+        self.phase = "final_sync"
+        self.start_journal()
+        await link.begin(sync_id, "final")
+        await asyncio.sleep(0.05)  # let the kernel hand over the last events of the quiesce
+        self.drain_journal()
+        if verify or self.needs_verify:
+            self.verify_walk(skip_excluded=False)
+        for p, t in self.deferred.items():
+            self.dirty.setdefault(p, t)
+        self.deferred.clear()
+        await self.send_changes(link, continuous=False)
+        self.stats.bytes_sent = link.stream.bytes_out
+        return await link.end(sync_id, self.stats.as_dict())
+
+    def verify_walk(self, *, skip_excluded: bool) -> int:
+        """Compare the tree with what the replica acknowledged; queue every difference."""
+        now = time.monotonic()
+        seen = set()
+        found = 0
+        skip = self.config.is_excluded if skip_excluded else None
+        for e, st in walk(self.root, mounts=self.mounts, skip=skip, on_error=self._walk_error):
+            seen.add(e.path)
+            row = self.index.get(e.path)
+            if row is None or row != row_from_stat(e.path, e.kind, st, row.hashes):
+                self.dirty.setdefault(e.path, now)
+                found += 1
+        for row in self.index.all_rows():
+            if row.path not in seen and not (skip and skip(row.path)):
+                self.dirty.setdefault(row.path, now)
+                found += 1
+        self.needs_verify = False
+        if found:
+            self.changed.set()
+        log.info("verifying walk: %d differences", found)
+        return found
+
+    async def send_changes(self, link: DataLink, *, continuous: bool) -> None:
+        """Send everything queued, in batches, each ending with a checkpoint."""
+        while self.dirty or self.renames:
+            self.changed.clear()
+            renames, self.renames = self.renames, []
+            for old, new, since in renames:
+                self._send_rename(link, old, new, since, continuous)
+            batch = sorted(self.dirty.items(), key=lambda kv: walk_key(kv[0]))[:BATCH_ENTRIES]
+            tracker = HardLinkTracker()
+            for path, _ in batch:
+                since = self.dirty.pop(path, None)
+                if since is None:  # sent with a new subtree, or renamed since: queued anew
+                    continue
+                if continuous and self.config.is_excluded(path):
+                    self.deferred.setdefault(path, since)
+                    continue
+                await self._send_path(link, path, since, tracker, continuous)
+            await link.checkpoint(b"", self.stats.as_dict())
+        await link.drain()
+
+    def _send_rename(self, link: DataLink, old: bytes, new: bytes, since: float, continuous: bool) -> None:
+        excluded = continuous and (self.config.is_excluded(old) or self.config.is_excluded(new))
+        if excluded or not old or self.index.get(old) is None:
+            # The replica does not have the old name (or it must not change now): send the new
+            # name as new content and remove the old one.
+            if old:
+                self.dirty.setdefault(old, since)
+            self.dirty.setdefault(new, since)
+            self.new_subtrees.add(new)
+            return
+        link.queue(Rename(old, new))
+        link.note_change(("rename", old, new), since)
+
+    async def _send_path(self, link: DataLink, path: bytes, since: float, tracker: HardLinkTracker,
+                         continuous: bool) -> None:
+        parent, _, name = path.rpartition(b"/")
+        try:
+            dfd = os.open(os.path.join(self.root, parent) if parent else self.root,
+                          os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            dfd = -1
+        try:
+            e, st = stat_entry(dfd, name or b".", path) if dfd >= 0 else (None, None)
+        except OSError:
+            e = st = None
+        finally:
+            if dfd >= 0:
+                os.close(dfd)
+        if e is None:
+            link.queue(Delete(path))
+            link.note_change(("delete", path), since)
+            return
+        row = self.index.get(path)
+        if row is not None and row.kind == DIRECTORY and e.kind != DIRECTORY:
+            link.note_change(("delete", path), since)
+        await self.send_entry(link, e, st, tracker, since)
+        if e.kind == REGULAR and st.st_nlink > 1:
+            self._relink_others(link, e.path, st, since)
+        if e.kind == DIRECTORY and path and (row is None or path in self.new_subtrees):
+            # A directory the replica never had: its contents may predate the journal's view.
+            self.new_subtrees.discard(path)
+            skip = self.config.is_excluded if continuous else None
+            for ce, cst in walk(os.path.join(self.root, path), mounts=self.mounts, skip=None,
+                                on_error=self._walk_error):
+                if not ce.path:
+                    continue
+                ce.path = path + b"/" + ce.path
+                if skip and skip(ce.path):
+                    self.deferred.setdefault(ce.path, since)
+                    continue
+                self.dirty.pop(ce.path, None)
+                await self.send_entry(link, ce, cst, tracker, since)
+
+    def _relink_others(self, link: DataLink, path: bytes, st, since: float) -> None:
+        """New content under one name of a hard-link group: the other names follow it."""
+        for other in self.index.paths_with_inode(st.st_dev, st.st_ino):
+            if other == path or other in self.dirty:
+                continue
+            try:
+                ost = os.lstat(os.path.join(self.root, other))
+            except OSError:
+                continue
+            if (ost.st_dev, ost.st_ino) == (st.st_dev, st.st_ino):
+                link.queue(HardLink(other, path))
+                link.note_change(("put", row_from_stat(other, REGULAR, ost)), since)

@@ -1,0 +1,171 @@
+"""A whole osam site on loopback for end-to-end tests: real receiver, gateway and sentinel
+processes with a fresh PKI, an HTTPS API client, and cleanup of every process started."""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+class Daemon:
+    def __init__(self, name: str, argv: list, log_path: Path, env=None):
+        self.name, self.argv, self.log_path = name, argv, log_path
+        self.env = dict(os.environ, **(env or {}))
+        self.proc = None
+
+    def start(self) -> "Daemon":
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env,
+                                     start_new_session=True)
+        log.close()
+        return self
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 10) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class Site:
+    def __init__(self, base: Path):
+        self.base = base
+        self.pki = base / "pki"
+        self.data = base / "data"
+        self.logs = base / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.receiver_port, self.api_port, self.gateway_port = free_port(), free_port(), free_port()
+        self.daemons = []
+        self.sentinels = {}
+        run([VENV_BIN / "osam", "pki", "init", str(self.pki)])
+
+    # -- processes -----------------------------------------------------------------------
+    def _daemon(self, name, argv, env=None) -> Daemon:
+        d = Daemon(name, [str(a) for a in argv], self.logs / f"{name}.log", env)
+        self.daemons.append(d)
+        return d.start()
+
+    def start_receiver(self, env=None) -> Daemon:
+        self.receiver = self._daemon("receiver", [
+            VENV_BIN / "osam-receiver", "--listen", f"127.0.0.1:{self.receiver_port}",
+            "--api", f"127.0.0.1:{self.api_port}", "--pki", self.pki, "--data", self.data], env)
+        wait_for(lambda: self._port_open(self.api_port), 20, "the receiver's API")
+        return self.receiver
+
+    def start_gateway(self) -> Daemon:
+        self.gateway = self._daemon("gateway", [
+            VENV_BIN / "osam-gateway", "--listen", f"127.0.0.1:{self.gateway_port}",
+            "--receiver", f"127.0.0.1:{self.receiver_port}", "--pki", self.pki])
+        wait_for(lambda: self._port_open(self.gateway_port), 20, "the gateway")
+        return self.gateway
+
+    def start_sentinel(self, name: str, root: Path, etc: Path = None, extra=()) -> Daemon:
+        run([VENV_BIN / "osam", "pki", "issue", str(self.pki), "--sentinel", name])
+        etc = etc or self.base / f"etc-{name}"
+        etc.mkdir(parents=True, exist_ok=True)
+        d = self._daemon(f"sentinel-{name}", [
+            VENV_BIN / "osam-sentinel", "--gateway", f"127.0.0.1:{self.gateway_port}", "--pki", self.pki,
+            "--name", name, "--root", root, "--state", self.base / f"state-{name}", "--etc", etc,
+            "--retry-min", "0.2", "--retry-max", "1", *extra])
+        self.sentinels[name] = d
+        return d
+
+    def start_all(self, name: str, root: Path, etc: Path = None) -> None:
+        self.start_receiver()
+        self.start_gateway()
+        self.start_sentinel(name, root, etc)
+        wait_for(lambda: self.guest(name), 30, f"guest {name} to register")
+
+    def stop_all(self) -> None:
+        for d in reversed(self.daemons):
+            d.stop()
+
+    @staticmethod
+    def _port_open(port: int) -> bool:
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    def replica(self, name: str) -> Path:
+        return self.data / "replicas" / name / "root"
+
+    # -- API -----------------------------------------------------------------------------
+    def api(self, method: str, path: str, body=None, token: str = None, cert: bool = True):
+        ctx = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
+        if cert:
+            ctx.load_cert_chain(str(self.pki / "admin.crt"), str(self.pki / "admin.key"))
+        conn = http.client.HTTPSConnection("127.0.0.1", self.api_port, context=ctx, timeout=10)
+        headers = {"Content-Type": "application/json"}
+        if token is None:
+            token = (self.pki / "api-token").read_text().strip()
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        try:
+            conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+            return resp.status, json.loads(data) if data else None
+        finally:
+            conn.close()
+
+    def guest(self, name: str):
+        status, body = self.api("GET", f"/v1/guests/{name}")
+        return body if status == 200 else None
+
+    def migration(self, name: str) -> dict:
+        status, body = self.api("GET", f"/v1/migrations/{name}")
+        assert status == 200, body
+        return body
+
+    def wait_phase(self, name: str, phase: str, timeout: float = 120) -> dict:
+        def reached():
+            m = self.migration(name)
+            if m["phase"] == "failed" and phase != "failed":
+                raise AssertionError(f"migration failed: {m['reason']}\n{self.dump_logs()}")
+            return m if m["phase"] == phase else None
+        return wait_for(reached, timeout, f"{name} to reach {phase}", 0.1)
+
+    def dump_logs(self) -> str:
+        return "\n".join(f"--- {d.name} ---\n{d.log()[-4000:]}" for d in self.daemons)
+
+
+def run(argv, **kw):
+    return subprocess.run([str(a) for a in argv], check=True, capture_output=True, **kw)
