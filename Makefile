@@ -19,8 +19,8 @@ setup:
 test:
 	bash scripts/test.sh $(ARGS)
 
-demo: setup
-	$(VENV)/bin/osam demo $(ARGS)
+demo:
+	bash scripts/demo.sh $(ARGS)
 
 bench: setup
 	$(PY) bench/run.py $(ARGS)

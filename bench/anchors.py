@@ -347,15 +347,15 @@ def lsyncd_lag(src, dst, *, n_single: int = 100, burst: int = 500, poll: float =
                startup_timeout: float = 1800.0) -> dict:
     """Run lsyncd (default.rsync, ``delay = 0``) from src to the local dir dst and measure:
 
-    - ``startup_s``: its initial full sync (until dst matches src);
+    - ``startup_s``: its initial full sync (until lsyncd reports it finished);
     - ``single_ms_median`` / ``single_ms_p95`` / ``single_ms_max``: for ``n_single``
       small files written one after another, time from the write until the file is
       on dst with the same bytes (polled every ``poll`` s);
     - ``burst_s``: time from the first of ``burst`` new small files until all of
       them are on dst; ``burst_identical``: dst matches src afterwards (rsync check).
 
-    Changes go into ``src/.osam-lag/`` which is removed at the end (src is otherwise
-    untouched). lsyncd is stopped before returning.
+    Changes go into ``src/.osam-lag/``, removed at the end (src is otherwise untouched
+    but for its top directory's mtime). lsyncd is stopped before returning.
     """
     src = os.path.realpath(src)
     dst = os.path.realpath(dst)
@@ -371,29 +371,36 @@ def lsyncd_lag(src, dst, *, n_single: int = 100, burst: int = 500, poll: float =
     cfg.write_text(_LSYNCD_CONFIG.format(
         log=_lua_str(str(work / "lsyncd.log")), status=_lua_str(str(work / "lsyncd.status")),
         src=_lua_str(src + "/"), dst=_lua_str(dst + "/")))
+    # Own process group (so _stop reaches the rsyncs it runs), and it gets
+    # SIGTERM if this process dies without reaching the finally below.
     proc = subprocess.Popen([LSYNCD, str(cfg)], stdin=subprocess.DEVNULL,
                             stdout=open(work / "stdout.log", "wb"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_die_with_parent)
     result: dict = {"n_single": n_single, "burst_changes": burst, "poll_ms": poll * 1000}
     try:
-        # Startup: lsyncd sets its watches, then runs one full rsync. A marker
-        # written now reaches dst either by that rsync or by an event; once it is
-        # there and the trees match, the initial sync is over.
+        # Startup: lsyncd sets its watches, runs one full rsync and logs
+        # "Startup of SRC -> DST finished.". Then a marker file must come through.
         t0 = time.perf_counter()
+        deadline = t0 + startup_timeout
+        log = work / "lsyncd.log"
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError("lsyncd exited: " + _tail(log, work / "stdout.log"))
+            if log.exists() and "Startup of " in log.read_text(errors="replace"):
+                break
+            if time.perf_counter() > deadline:
+                raise TimeoutError("lsyncd initial sync did not finish in time")
+            time.sleep(0.01)
+        result["startup_s"] = time.perf_counter() - t0
+        if "finished." not in log.read_text(errors="replace"):
+            raise RuntimeError("lsyncd startup sync failed: " + _tail(log))
         os.makedirs(lag_src)
         marker = os.path.join(lag_src, "ready")
         with open(marker, "wb") as f:
             f.write(b"ready\n")
-        deadline = t0 + startup_timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError("lsyncd exited: " + _tail(work / "lsyncd.log", work / "stdout.log"))
-            if os.path.exists(os.path.join(lag_dst, "ready")) and not compare_trees(src, dst):
-                break
-            if time.perf_counter() > deadline:
-                raise TimeoutError("lsyncd initial sync did not finish in time")
-            time.sleep(0.05)
-        result["startup_s"] = time.perf_counter() - t0
+        if not _wait_same(marker, os.path.join(lag_dst, "ready"), b"ready\n",
+                          time.perf_counter() + change_timeout, poll):
+            raise TimeoutError("lsyncd did not pick up the first change: " + _tail(log))
 
         # Single small changes, one at a time.
         lags = []
@@ -443,6 +450,16 @@ def lsyncd_lag(src, dst, *, n_single: int = 100, burst: int = 500, poll: float =
         shutil.rmtree(lag_dst, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
     return result
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the parent exits (Linux prctl)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
 
 
 def _same_file(a: str, b: str) -> bool:

@@ -75,11 +75,24 @@ def _add_pki(sub: argparse._SubParsersAction) -> None:
     issue.set_defaults(run=_pki_issue)
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+    return run_demo(args.workdir)
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("demo", help="run a real local migration through the three daemons")
+    parser.add_argument("--workdir", default="/var/tmp/osam-demo",
+                        help="where the sample guest, PKI, logs and replica go (emptied first)")
+    parser.set_defaults(run=_demo)
+
+
 # --- the table --------------------------------------------------------------------------------
 
 Register = Callable[[argparse._SubParsersAction], None]
 COMMANDS: List[Tuple[str, Register]] = [
     ("pki", _add_pki),
+    ("demo", _add_demo),
 ]
 
 

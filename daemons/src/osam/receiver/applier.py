@@ -34,7 +34,16 @@ class Applier:
 
     def handle(self, msg: Message) -> List[Message]:
         """Apply one message; returns replies. A Checkpoint returns a callable in the list:
-        run it (blocking: it syncs the file system), then send the ack it returns."""
+        run it (blocking: it syncs the file system), then send the ack it returns.
+        Raises Refused for input that must end the connection; OSError when the replica's
+        file system fails (e.g. full): the guest resends after reconnecting."""
+        try:
+            return self._handle(msg)
+        except UnsafePath as exc:
+            self.abort_file()
+            raise Refused(f"unsafe path: {exc}") from None
+
+    def _handle(self, msg: Message) -> List[Message]:
         if isinstance(msg, (FileData, FileHole)):
             if self.file is not None:
                 self._write(msg)

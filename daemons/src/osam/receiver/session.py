@@ -15,7 +15,7 @@ from ..protocol import (Command, CommandResult, Error, Heartbeat, ProtocolError,
 from ..transport.framed import FramedStream, LinkClosed
 from .applier import Applier, Refused
 from .checkpoint import CheckpointJournal, decode_cursor
-from .store import ReplicaStore
+from .store import ReplicaStore, StoreError
 
 log = logging.getLogger("osam.receiver")
 
@@ -129,6 +129,10 @@ class GuestSession:
                 except Refused as exc:
                     log.warning("guest %s: refused data: %s", self.name, exc)
                     await stream.send(Error("refused", str(exc)))
+                    return
+                except (OSError, StoreError) as exc:
+                    log.error("guest %s: cannot write the replica: %s", self.name, exc)
+                    await stream.send(Error("replica", f"cannot write the replica: {exc}"))
                     return
                 for reply in replies:
                     if callable(reply):

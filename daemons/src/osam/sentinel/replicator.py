@@ -217,6 +217,8 @@ class Replicator:
             self.count_in_background()
         await link.begin(sync_id, "full")
         tracker = HardLinkTracker()
+        if cursor:
+            await self._resend_cursor_dirs(link, cursor, tracker)
         last = time.monotonic()
         entries = data_mark = 0
         for e, st in walk(self.root, start_after=cursor, mounts=self.mounts, on_error=self._walk_error):
@@ -231,6 +233,31 @@ class Replicator:
         self.needs_verify = not self.watching_since_sync_start
         self.stats.bytes_sent = link.stream.bytes_out
         return await link.end(sync_id, self.stats.as_dict())
+
+    async def _resend_cursor_dirs(self, link: DataLink, cursor: bytes, tracker: HardLinkTracker) -> None:
+        """A resumed walk adds entries to the directories around its cursor, which changes their
+        mtimes on the replica: send those directories again so the receiver restores them."""
+        parts = cursor.split(b"/")
+        for i in range(len(parts) + 1):
+            path = b"/".join(parts[:i])
+            e, st = self._stat(path)
+            if e is not None and e.kind == DIRECTORY:
+                await self.send_entry(link, e, st, tracker)
+
+    def _stat(self, path: bytes):
+        """(FsEntry, stat) of a path below the root, or (None, None) when it is gone."""
+        parent, _, name = path.rpartition(b"/")
+        try:
+            dfd = os.open(os.path.join(self.root, parent) if parent else self.root,
+                          os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return None, None
+        try:
+            return stat_entry(dfd, name or b".", path)
+        except OSError:
+            return None, None
+        finally:
+            os.close(dfd)
 
     def _walk_error(self, relpath: bytes, exc: OSError) -> None:
         log.warning("cannot read %s: %s", os.fsdecode(relpath) or "/", exc.strerror)
@@ -337,19 +364,7 @@ class Replicator:
 
     async def _send_path(self, link: DataLink, path: bytes, since: float, tracker: HardLinkTracker,
                          continuous: bool) -> None:
-        parent, _, name = path.rpartition(b"/")
-        try:
-            dfd = os.open(os.path.join(self.root, parent) if parent else self.root,
-                          os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError:
-            dfd = -1
-        try:
-            e, st = stat_entry(dfd, name or b".", path) if dfd >= 0 else (None, None)
-        except OSError:
-            e = st = None
-        finally:
-            if dfd >= 0:
-                os.close(dfd)
+        e, st = self._stat(path)
         if e is None:
             link.queue(Delete(path))
             link.note_change(("delete", path), since)
