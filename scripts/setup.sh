@@ -64,6 +64,14 @@ else
     fi
 fi
 
+# Tests and daemons listen on and dial "localhost": make sure it resolves (a bare
+# debootstrap or some minimal images come without /etc/hosts).
+if ! getent hosts localhost >/dev/null 2>&1; then
+    step "hosts: localhost does not resolve, adding it to /etc/hosts"
+    [ "$(id -u)" -eq 0 ] || die "localhost does not resolve and /etc/hosts needs root to fix"
+    printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n' >>/etc/hosts
+fi
+
 # ---------------------------------------------------------------- 2. venv
 [ -x "$PY_BASE" ] || die "$PY_BASE not found (python3 package)"
 if [ -e "$VENV" ] && ! "$VENV/bin/python" -c '' >/dev/null 2>&1; then

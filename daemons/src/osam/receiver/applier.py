@@ -65,10 +65,14 @@ class Applier:
             elif isinstance(msg, Rename):
                 self._rename(msg)
             elif isinstance(msg, Checkpoint):
+                # Directory times are restored here, in order with the changes around them;
+                # only the slow file-system sync runs elsewhere.
+                self.store.flush_dir_times()
                 return [lambda: self._durable(msg)]
             elif isinstance(msg, SyncBegin):
                 self._begin(msg)
             elif isinstance(msg, SyncEnd):
+                self.store.flush_dir_times()
                 return [lambda: self._end_sync(msg)]
             elif isinstance(msg, Heartbeat):
                 pass
@@ -146,8 +150,7 @@ class Applier:
         self.sync = state
 
     def _durable(self, msg: Checkpoint) -> Message:
-        """Blocking: restore directory times, sync the replica's file system, record the step."""
-        self.store.flush_dir_times()
+        """Blocking: sync the replica's file system, then record the step."""
         self.store.sync()
         if self.sync is None:
             raise ProtocolError("checkpoint outside a sync")
@@ -158,7 +161,6 @@ class Applier:
         return CheckpointAck(msg.seq)
 
     def _end_sync(self, msg: SyncEnd) -> Message:
-        self.store.flush_dir_times()
         self.store.sync()
         state = dict(self.sync or {}, sync_id=msg.sync_id, complete=True, cursor=None, stats=msg.stats)
         self.journal.commit(state)

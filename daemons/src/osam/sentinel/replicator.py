@@ -106,8 +106,9 @@ class Replicator:
             # Changes queued under the old name belong to the new one now.
             for p in [p for p in self.dirty if is_under(p, ev.old_path)]:
                 self.dirty.setdefault(ev.path + p[len(ev.old_path):], self.dirty.pop(p))
-            self._mark(parent_of(ev.old_path) if ev.old_path else b"", now)
-            self._mark(ev.path, now)
+            # The entry itself travels as a rename; its old and new directories changed.
+            self.dirty.setdefault(parent_of(ev.old_path), now)
+            self.dirty.setdefault(parent_of(ev.path), now)
         else:
             self._mark(ev.path, now)
 
