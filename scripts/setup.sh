@@ -5,8 +5,8 @@
 #   2. the venv .venv/ at the repo root, made with Debian's /usr/bin/python3;
 #   3. requirements/dev.txt (exact pins), then the daemons: pip install --no-deps -e daemons.
 # Idempotent: each step is skipped when already done; the Python part is keyed
-# by a hash of requirements/*.txt, daemons/pyproject.toml, the repo path and the
-# interpreter, so a second run takes about a second.
+# by a hash of requirements/*.txt, daemons/pyproject.toml, this script, the repo
+# path and the interpreter, so a second run takes about a second.
 # Environment: OSAM_SETUP_FORCE=1 redoes the Python step; OSAM_SKIP_APT=1 skips step 1.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -18,8 +18,8 @@ APT_PACKAGES=(
     python3 python3-venv python3-dev gcc pkg-config libsystemd-dev
     # replication tools and benchmark anchors (rsync over ssh, lsyncd)
     rsync acl attr openssh-server openssh-client lsyncd
-    # disks, file systems, namespaces, processes in tests
-    util-linux e2fsprogs iproute2 procps
+    # disks, file systems, namespaces, processes, file capabilities in tests
+    util-linux e2fsprogs iproute2 procps libcap2-bin
     # TLS roots for pip
     ca-certificates
 )
@@ -90,7 +90,7 @@ key="$(
     {
         printf 'root=%s\n' "$OSAM_ROOT"
         printf 'python=%s\n' "$("$VENV/bin/python" -c 'import sys; print(sys.version)')"
-        for f in requirements/*.txt daemons/pyproject.toml; do
+        for f in requirements/*.txt daemons/pyproject.toml scripts/setup.sh; do
             printf '%s\n' "$f"; cat "$f"
         done
     } | sha256sum | cut -c1-16
