@@ -72,6 +72,17 @@ class DataLink:
         await self.stream.flush()
         return await self._sync_end
 
+    def current_name(self, path: bytes) -> Optional[bytes]:
+        """Where an acknowledged index path will be once the changes in flight land: renames
+        move it, deletes drop it (None)."""
+        for ops, _ in list(self._in_flight.values()) + [(self.ops, None)]:
+            for op in ops:
+                if op[0] == "rename" and (path == op[1] or path.startswith(op[1] + b"/")):
+                    path = op[2] + path[len(op[1]):]
+                elif op[0] == "delete" and (path == op[1] or path.startswith(op[1] + b"/")):
+                    return None
+        return path
+
     def lag(self, now: float) -> float:
         """Age of the oldest change not yet durable on the replica."""
         times = [t for _, t in self._in_flight.values() if t is not None]

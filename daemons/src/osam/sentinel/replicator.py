@@ -158,10 +158,7 @@ class Replicator:
         if st.st_nlink > 1:
             first = tracker.first_path(st, e.path)
             if first is None:
-                known = [p for p in self.index.paths_with_inode(st.st_dev, st.st_ino) if p != e.path]
-                row = self.index.get(known[0]) if known else None
-                if row and (row.size, row.mtime_ns, row.ctime_ns) == (st.st_size, st.st_mtime_ns, st.st_ctime_ns):
-                    first = known[0]
+                first = self._replica_name_of_inode(link, e.path, st)
             if first is not None and first != e.path:
                 link.queue(HardLink(e.path, first))
                 link.note_change(("put", row_from_stat(e.path, e.kind, st)), since)
@@ -391,10 +388,23 @@ class Replicator:
                 self.dirty.pop(ce.path, None)
                 await self.send_entry(link, ce, cst, tracker, since)
 
+    def _replica_name_of_inode(self, link: DataLink, path: bytes, st) -> Optional[bytes]:
+        """A name the replica has for this unchanged inode, so `path` can be linked to it."""
+        for known in self.index.paths_with_inode(st.st_dev, st.st_ino):
+            row = self.index.get(known)
+            current = link.current_name(known)
+            if current is None or current == path:
+                continue
+            # ctime moves when a link is added: then the content is sent once more.
+            if (row.size, row.mtime_ns, row.ctime_ns) == (st.st_size, st.st_mtime_ns, st.st_ctime_ns):
+                return current
+        return None
+
     def _relink_others(self, link: DataLink, path: bytes, st, since: float) -> None:
         """New content under one name of a hard-link group: the other names follow it."""
-        for other in self.index.paths_with_inode(st.st_dev, st.st_ino):
-            if other == path or other in self.dirty:
+        for known in self.index.paths_with_inode(st.st_dev, st.st_ino):
+            other = link.current_name(known)
+            if other is None or other == path or other in self.dirty:
                 continue
             try:
                 ost = os.lstat(os.path.join(self.root, other))
