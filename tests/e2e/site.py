@@ -129,22 +129,38 @@ class Site:
 
     # -- API -----------------------------------------------------------------------------
     def api(self, method: str, path: str, body=None, token: str = None, cert: bool = True):
+        """One API call; the default identity keeps its connection open between calls."""
+        default = token is None and cert
+        if token is None:
+            token = (self.pki / "api-token").read_text().strip()
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        for attempt in (1, 2):
+            conn = self._api_conn if default and self._api_conn else self._connect(cert)
+            try:
+                conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+            except (ConnectionError, http.client.HTTPException, ssl.SSLError, OSError):
+                conn.close()
+                self._api_conn = None
+                if attempt == 2 or not default:
+                    raise
+                continue
+            if default:
+                self._api_conn = conn
+            else:
+                conn.close()
+            return resp.status, json.loads(data) if data else None
+
+    _api_conn = None
+
+    def _connect(self, cert: bool) -> http.client.HTTPSConnection:
         ctx = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
         if cert:
             ctx.load_cert_chain(str(self.pki / "admin.crt"), str(self.pki / "admin.key"))
-        conn = http.client.HTTPSConnection("127.0.0.1", self.api_port, context=ctx, timeout=10)
-        headers = {"Content-Type": "application/json"}
-        if token is None:
-            token = (self.pki / "api-token").read_text().strip()
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        try:
-            conn.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
-            resp = conn.getresponse()
-            data = resp.read()
-            return resp.status, json.loads(data) if data else None
-        finally:
-            conn.close()
+        return http.client.HTTPSConnection("127.0.0.1", self.api_port, context=ctx, timeout=10)
 
     def guest(self, name: str):
         status, body = self.api("GET", f"/v1/guests/{name}")

@@ -9,7 +9,7 @@ import sys
 
 from ..common import service
 from ..common.hostport import parse_hostport
-from ..transport import bound_port, client_context, serve, server_context
+from ..transport import bound_port, client_context, close_server, serve, server_context
 from .relay import Relay
 
 log = logging.getLogger("osam.gateway")
@@ -38,7 +38,7 @@ async def _run(args) -> int:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     service.notify_stopping()
-    server.close()
+    close_server(server)
     return 0
 
 

@@ -18,7 +18,7 @@ from ..pki import CertificateRefused, read_token, verify_peer_certificate
 from ..pki.layout import ca_paths
 from ..protocol import CHANNEL_CONTROL, Error, Forward, ProtocolError, decode_hello
 from ..protocol.frames import HELLO
-from ..transport import Connection, bound_port, serve, server_context
+from ..transport import Connection, bound_port, close_server, serve, server_context
 from ..transport.framed import FramedStream, LinkClosed
 from .api import handle_api_connection
 from .session import GuestSession
@@ -126,8 +126,8 @@ async def _run(args) -> int:
     await stop.wait()
     service.notify_stopping()
     watchdog.cancel()
-    links.close()
-    api.close()
+    close_server(links)
+    close_server(api)
     receiver.controller.close()
     return 0
 

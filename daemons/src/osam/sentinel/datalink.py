@@ -34,6 +34,10 @@ class DataLink:
     def queue(self, msg: Message) -> int:
         return self.stream.queue(msg)
 
+    def queue_frame(self, frame: bytes) -> None:
+        """A message encoded elsewhere (a prefetch thread)."""
+        self.stream.queue_frame(frame)
+
     async def maybe_flush(self) -> None:
         self._check()
         await self.stream.maybe_flush()

@@ -4,12 +4,13 @@ file is read, or after it was sent, is sent again by the next pass."""
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import os
+import stat
 import threading
 import time
-from typing import Dict, List, Optional, Tuple
+from collections import deque
+from typing import Deque, Dict, List, Optional, Tuple
 
 from ..common.fsentry import DIRECTORY, REGULAR, FsEntry
 from ..protocol import Delete, FileData, HardLink, Rename
@@ -18,6 +19,7 @@ from .datalink import DataLink
 from .fsmeta import HardLinkTracker, stat_entry
 from .index import Index, row_from_stat
 from .journal import ChangeEvent, open_journal
+from .prefetch import Prefetcher, open_for_read
 from .sender import DELTA_MIN, FileSender, entry_message
 from .walk import local_mount_filter, walk, walk_key
 
@@ -30,6 +32,9 @@ CHECKPOINT_SECONDS = 2.0
 # Continuous sync waits this long after the first event so a burst travels as one batch.
 DEBOUNCE = 0.002
 BATCH_ENTRIES = 2048
+# Prefetched entries held ahead of the sender: enough to hide read latency, bounded in memory.
+WINDOW_ENTRIES = 512
+WINDOW_BYTES = 64 << 20
 
 
 def parent_of(path: bytes) -> bytes:
@@ -127,14 +132,22 @@ class Replicator:
 
         def count():
             files = size = 0
-            try:
-                for e, st in walk(self.root, mounts=self.mounts, on_error=lambda p, exc: None):
-                    files += 1
-                    if e.kind == REGULAR:
-                        size += st.st_blocks * 512 if st.st_blocks * 512 < e.size else e.size
-            except OSError:
-                return
-            stats.files_total, stats.bytes_total, stats.counted = files, size, True
+            stack = [b""]
+            while stack:
+                rel = stack.pop()
+                try:
+                    with os.scandir(os.path.join(self.root, rel) if rel else self.root) as it:
+                        for de in it:
+                            files += 1
+                            child = rel + b"/" + de.name if rel else de.name
+                            st = de.stat(follow_symlinks=False)
+                            if stat.S_ISREG(st.st_mode):
+                                size += min(st.st_size, st.st_blocks * 512)
+                            elif stat.S_ISDIR(st.st_mode) and not self.mounts.is_foreign_mount(child):
+                                stack.append(child)
+                except OSError:
+                    continue
+            stats.files_total, stats.bytes_total, stats.counted = files + 1, size, True
 
         threading.Thread(target=count, name="osam-count", daemon=True).start()
 
@@ -164,17 +177,11 @@ class Replicator:
                 link.note_change(("put", row_from_stat(e.path, e.kind, st)), since)
                 self.stats.files_done += 1
                 return
+        fd = open_for_read(os.path.join(self.root, e.path))
+        if fd is None:
+            return
         try:
-            fd = os.open(os.path.join(self.root, e.path), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOATIME)
-        except OSError as exc:
-            if exc.errno == errno.EPERM:  # O_NOATIME on a file we do not own
-                fd = os.open(os.path.join(self.root, e.path), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            elif exc.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
-                return  # gone or replaced since the walk: the journal reports what came instead
-            else:
-                raise
-        try:
-            row = self.index.get(e.path)
+            row = self.index.get(e.path) if self.phase != "full_sync" else None
             delta = (row is not None and row.kind == REGULAR and row.hashes is not None
                      and e.size >= DELTA_MIN and row.size >= 0)
             sender = FileSender(fd, e, old_hashes=row.hashes if delta else None,
@@ -188,6 +195,21 @@ class Replicator:
             os.close(fd)
         self.stats.files_done += 1
         link.note_change(("put", row_from_stat(e.path, e.kind, st, sender.hashes)), since)
+
+    async def _emit(self, link: DataLink, e: FsEntry, st, fut, tracker: HardLinkTracker) -> None:
+        """Send one walked entry, from what a prefetch thread encoded when there is that."""
+        if fut is None:
+            await self.send_entry(link, e, st, tracker)
+            return
+        encoded = await fut
+        if encoded is None:
+            return  # vanished since the walk
+        for frame in encoded.frames:
+            link.queue_frame(frame)
+        await link.maybe_flush()
+        self.stats.bytes_done += encoded.data_bytes
+        self.stats.files_done += 1
+        link.note_change(("put", row_from_stat(e.path, e.kind, st, encoded.hashes)))
 
     async def send_entry(self, link: DataLink, e: FsEntry, st, tracker: HardLinkTracker,
                          since: Optional[float] = None) -> None:
@@ -219,14 +241,33 @@ class Replicator:
             await self._resend_cursor_dirs(link, cursor, tracker)
         last = time.monotonic()
         entries = data_mark = 0
-        for e, st in walk(self.root, start_after=cursor, mounts=self.mounts, on_error=self._walk_error):
-            await self.send_entry(link, e, st, tracker)
-            entries += 1
-            now = time.monotonic()
-            if (entries >= CHECKPOINT_ENTRIES or self.stats.bytes_done - data_mark >= CHECKPOINT_BYTES
-                    or now - last >= CHECKPOINT_SECONDS):
-                await link.checkpoint(e.path, self.stats.as_dict())
-                entries, data_mark, last = 0, self.stats.bytes_done, now
+        window: Deque[tuple] = deque()
+        window_bytes = 0
+        prefetcher = Prefetcher(self.root)
+        try:
+            walker = walk(self.root, start_after=cursor, mounts=self.mounts, on_error=self._walk_error)
+            for e, st in walker:
+                ahead = e.kind == REGULAR and prefetcher.wants(e, st)
+                window.append((e, st, prefetcher.submit(e) if ahead else None))
+                window_bytes += e.size if ahead else 0
+                while window and (len(window) > WINDOW_ENTRIES or window_bytes > WINDOW_BYTES):
+                    e0, st0, fut = window.popleft()
+                    window_bytes -= e0.size if fut else 0
+                    await self._emit(link, e0, st0, fut, tracker)
+                    entries += 1
+                    now = time.monotonic()
+                    if (entries >= CHECKPOINT_ENTRIES or self.stats.bytes_done - data_mark >= CHECKPOINT_BYTES
+                            or now - last >= CHECKPOINT_SECONDS):
+                        await link.checkpoint(e0.path, self.stats.as_dict())
+                        entries, data_mark, last = 0, self.stats.bytes_done, now
+            while window:
+                e0, st0, fut = window.popleft()
+                await self._emit(link, e0, st0, fut, tracker)
+        finally:
+            for _, _, fut in window:
+                if fut:
+                    fut.cancel()
+            prefetcher.close()
         # Changes to entries walked before this process started were never watched.
         self.needs_verify = not self.watching_since_sync_start
         self.stats.bytes_sent = link.stream.bytes_out

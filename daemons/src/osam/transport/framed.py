@@ -37,6 +37,9 @@ class FramedStream:
         self._out += frame
         return len(frame)
 
+    def queue_frame(self, frame: bytes) -> None:
+        self._out += frame
+
     async def maybe_flush(self) -> None:
         if len(self._out) >= FLUSH_AT:
             await self.flush()

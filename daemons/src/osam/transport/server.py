@@ -28,10 +28,18 @@ async def serve(host: str, port: int, ssl_ctx: ssl.SSLContext, handler: Handler,
     if not hasattr(asyncio.StreamWriter, "start_tls"):
         raise RuntimeError("osam.transport.serve needs Python 3.11 or newer (StreamWriter.start_tls)")
     allowed = frozenset(allowed_roles)
+    live = set()
 
     async def on_accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = peer_of(writer)
         set_nodelay(writer)
+        live.add(writer)
+        try:
+            await _serve_one(reader, writer, peer)
+        finally:
+            live.discard(writer)
+
+    async def _serve_one(reader, writer, peer) -> None:
         conn = await _handshake(reader, writer, peer, ssl_ctx, allowed, log,
                                 handshake_timeout, admission_line)
         if conn is None:
@@ -45,7 +53,17 @@ async def serve(host: str, port: int, ssl_ctx: ssl.SSLContext, handler: Handler,
         finally:
             await conn.close()
 
-    return await asyncio.start_server(on_accept, host, port, limit=READ_LIMIT)
+    server = await asyncio.start_server(on_accept, host, port, limit=READ_LIMIT)
+    server.osam_live_writers = live
+    return server
+
+
+def close_server(server: asyncio.Server) -> None:
+    """Stop listening and drop every connection now: a daemon that is told to stop does not
+    wait for peers to finish a polite TLS close (its durable state is already on disk)."""
+    server.close()
+    for writer in list(getattr(server, "osam_live_writers", ())):
+        writer.transport.abort()
 
 
 async def _handshake(reader, writer, peer, ssl_ctx, allowed, log, timeout, admission_line):
