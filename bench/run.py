@@ -148,6 +148,7 @@ def main() -> int:
 
         print("== (b) 1% change, then switchover (quiesce + final sync): osam", flush=True)
         t0 = time.perf_counter()
+        (src / ".complete").unlink()  # a mutated tree is made anew by the next run
         anchors.mutate_tree(str(src), args.seed + 100)
         results["mutate_s"] = time.perf_counter() - t0
         t1 = time.perf_counter()

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import os
 import time
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 from ..controller import phases
 from ..protocol import (Command, CommandResult, Error, Heartbeat, ProtocolError, Progress,
@@ -16,6 +16,7 @@ from ..transport.framed import FramedStream, LinkClosed
 from .applier import Applier, Refused
 from .checkpoint import CheckpointJournal, decode_cursor
 from .store import ReplicaStore, StoreError
+from .worker import ApplyWorker
 
 log = logging.getLogger("osam.receiver")
 
@@ -34,6 +35,7 @@ class GuestSession:
         self.control: Optional[FramedStream] = None
         self.data_ready = asyncio.Event()
         self.data_task: Optional[asyncio.Task] = None
+        self.worker: Optional[ApplyWorker] = None
         self.driver: Optional[asyncio.Task] = None
         self.results: Dict[int, asyncio.Future] = {}
         self.seq = 0
@@ -111,42 +113,57 @@ class GuestSession:
 
     # -- data channel --------------------------------------------------------------------
     async def run_data(self, stream: FramedStream) -> None:
+        loop = asyncio.get_running_loop()
         if self.data_task is not None:
             self.data_task.cancel()
-        self.data_task = asyncio.current_task()
+        me = self.data_task = asyncio.current_task()
+        if self.worker is not None:  # the previous connection's writes finish first
+            self.worker.stop()
+            await loop.run_in_executor(None, self.worker.join)
         if self.store is None:
             self.store = ReplicaStore(self.replica_dir)
-        applier = Applier(self.name, self.store, self.journal)
+        failure: list = []
+        pending_ack: List[Optional[asyncio.Future]] = [None]
+
+        def on_reply(reply) -> None:
+            if callable(reply):
+                # Durable steps run in order, off the loop and the worker, while data keeps arriving.
+                pending_ack[0] = asyncio.ensure_future(
+                    self._ack_after(pending_ack[0], loop.run_in_executor(None, reply), stream))
+            else:
+                stream.queue(reply)
+                asyncio.ensure_future(stream.flush())
+
+        def on_failure(exc: BaseException) -> None:
+            failure.append(exc)
+            me.cancel()
+
+        worker = self.worker = ApplyWorker(Applier(self.name, self.store, self.journal), loop, on_reply, on_failure)
         await stream.send(Welcome(self.name, "", {}))
-        loop = asyncio.get_running_loop()
         self.data_ready.set()
-        pending_ack: Optional[asyncio.Future] = None
         try:
             while True:
-                msg = await stream.recv()
-                try:
-                    replies = applier.handle(msg)
-                except Refused as exc:
-                    log.warning("guest %s: refused data: %s", self.name, exc)
-                    await stream.send(Error("refused", str(exc)))
-                    return
-                except (OSError, StoreError) as exc:
-                    log.error("guest %s: cannot write the replica: %s", self.name, exc)
-                    await stream.send(Error("replica", f"cannot write the replica: {exc}"))
-                    return
-                for reply in replies:
-                    if callable(reply):
-                        # Durable steps run in order, off the loop, while data keeps arriving.
-                        prev = pending_ack
-                        pending_ack = asyncio.ensure_future(self._ack_after(prev, loop.run_in_executor(None, reply), stream))
-                    else:
-                        stream.queue(reply)
-                        await stream.flush()
+                await worker.put(await stream.recv())
+        except asyncio.CancelledError:
+            if not failure:
+                raise
+            await self._report_failure(stream, failure[0])
         finally:
-            applier.abort_file()
+            worker.stop()
             self.data_ready.clear()
-            if self.data_task is asyncio.current_task():
+            if self.data_task is me:
                 self.data_task = None
+
+    async def _report_failure(self, stream: FramedStream, exc: BaseException) -> None:
+        if isinstance(exc, Refused):
+            log.warning("guest %s: refused data: %s", self.name, exc)
+            await stream.send(Error("refused", str(exc)))
+        elif isinstance(exc, (OSError, StoreError)):
+            log.error("guest %s: cannot write the replica: %s", self.name, exc)
+            await stream.send(Error("replica", f"cannot write the replica: {exc}"))
+        else:
+            log.error("guest %s: applying data failed", self.name, exc_info=exc)
+            await stream.send(Error("internal", f"{type(exc).__name__}: {exc}"))
 
     @staticmethod
     async def _ack_after(prev, durable, stream: FramedStream) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import stat
 import threading
 import time
 from collections import deque
@@ -21,6 +20,7 @@ from .index import Index, row_from_stat
 from .journal import ChangeEvent, open_journal
 from .prefetch import Prefetcher, open_for_read
 from .sender import DELTA_MIN, FileSender, entry_message
+from .survey import survey
 from .walk import local_mount_filter, walk, walk_key
 
 log = logging.getLogger("osam.sentinel.replicator")
@@ -127,27 +127,12 @@ class Replicator:
 
     # -- progress ------------------------------------------------------------------------
     def count_in_background(self) -> None:
-        """Totals for progress and ETA, counted beside the sync (the walk warms the cache)."""
+        """Totals for progress and ETA, surveyed beside the sync (which also warms the cache)."""
         stats = self.stats
 
         def count():
-            files = size = 0
-            stack = [b""]
-            while stack:
-                rel = stack.pop()
-                try:
-                    with os.scandir(os.path.join(self.root, rel) if rel else self.root) as it:
-                        for de in it:
-                            files += 1
-                            child = rel + b"/" + de.name if rel else de.name
-                            st = de.stat(follow_symlinks=False)
-                            if stat.S_ISREG(st.st_mode):
-                                size += min(st.st_size, st.st_blocks * 512)
-                            elif stat.S_ISDIR(st.st_mode) and not self.mounts.is_foreign_mount(child):
-                                stack.append(child)
-                except OSError:
-                    continue
-            stats.files_total, stats.bytes_total, stats.counted = files + 1, size, True
+            stats.files_total, stats.bytes_total = survey(self.root, self.mounts.is_foreign_mount)
+            stats.counted = True
 
         threading.Thread(target=count, name="osam-count", daemon=True).start()
 
