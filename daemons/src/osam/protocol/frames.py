@@ -64,16 +64,20 @@ def decode_hello(data: bytes) -> int:
     return channel
 
 
-def encode_frame(ftype: int, payload: bytes, *, compress: bool = False) -> bytes:
-    """One frame, lz4-compressed when asked and when it pays."""
+def encode_frame(ftype: int, payload, *, compress: bool = False) -> bytes:
+    """One frame, lz4-compressed when asked and when it pays. `payload` is bytes or a list of
+    pieces (joined once, together with the header)."""
+    pieces = payload if isinstance(payload, list) else [payload]
+    size = sum(len(p) for p in pieces)
     flags = 0
-    if compress and len(payload) >= COMPRESS_MIN:
-        packed = lz4.block.compress(payload, store_size=True)
-        if len(packed) <= len(payload) - (len(payload) >> 4):
-            payload, flags = packed, FLAG_LZ4
-    if len(payload) > MAX_PAYLOAD:
-        raise ProtocolError(f"frame payload of {len(payload)} bytes exceeds the {MAX_PAYLOAD} cap")
-    return HEADER.pack(len(payload), ftype, flags) + payload
+    if compress and size >= COMPRESS_MIN:
+        whole = b"".join(pieces) if len(pieces) > 1 else pieces[0]
+        packed = lz4.block.compress(whole, store_size=True)
+        if len(packed) <= size - (size >> 4):
+            pieces, size, flags = [packed], len(packed), FLAG_LZ4
+    if size > MAX_PAYLOAD:
+        raise ProtocolError(f"frame payload of {size} bytes exceeds the {MAX_PAYLOAD} cap")
+    return b"".join([HEADER.pack(size, ftype, flags), *pieces])
 
 
 def decode_payload(flags: int, payload: bytes) -> bytes:

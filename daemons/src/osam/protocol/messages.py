@@ -58,7 +58,7 @@ class Message:
     COMPRESS = False  # worth trying lz4 on (bulk data only)
 
     def encode(self) -> bytes:
-        values = [getattr(self, f.name) for f in dataclasses.fields(self)]
+        values = [getattr(self, name) for name, _ in self._checks]
         try:
             payload = msgpack.packb(values, use_bin_type=True)
         except (TypeError, ValueError, OverflowError) as exc:
@@ -81,6 +81,10 @@ def decode(frame: Frame) -> Message:
     cls = _BY_TYPE.get(frame.type)
     if cls is None:
         raise ProtocolError(f"unknown message type {frame.type}")
+    if cls is FileData:
+        fast = _decode_file_data(frame.payload)
+        if fast is not None:
+            return fast
     try:
         values = msgpack.unpackb(frame.payload, raw=False, use_list=True, strict_map_key=True,
                                  ext_hook=_no_ext)
@@ -189,8 +193,54 @@ class Entry(Message):
 
 @message(22, compress=True)
 class FileData(Message):
+    """File content at an offset. Decoded data may be a memoryview into the frame (no copy)."""
     offset: int
     data: bytes
+
+    def encode(self) -> bytes:
+        # The msgpack array [offset, bin] built around the data, which is copied only once.
+        if not isinstance(self.offset, int) or isinstance(self.offset, bool):
+            raise ProtocolError("cannot encode FileData: offset must be an integer")
+        try:
+            prefix = b"\x92" + msgpack.packb(self.offset) + _bin_header(len(self.data))
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise ProtocolError(f"cannot encode FileData: {exc}") from None
+        return encode_frame(self.TYPE, [prefix, self.data], compress=self.COMPRESS)
+
+
+def _bin_header(n: int) -> bytes:
+    if n < 1 << 8:
+        return b"\xc4" + n.to_bytes(1, "big")
+    if n < 1 << 16:
+        return b"\xc5" + n.to_bytes(2, "big")
+    return b"\xc6" + n.to_bytes(4, "big")
+
+
+_UINT = {0xcc: 1, 0xcd: 2, 0xce: 4, 0xcf: 8}
+_BIN = {0xc4: 1, 0xc5: 2, 0xc6: 4}
+
+
+def _decode_file_data(payload: bytes):
+    """FileData as its encoder lays it out, without copying the data; None for any other
+    layout (the strict general decoder then judges it)."""
+    if len(payload) < 3 or payload[0] != 0x92:
+        return None
+    pos, t = 2, payload[1]
+    if t < 0x80:
+        offset = t
+    elif t in _UINT:
+        n = _UINT[t]
+        offset, pos = int.from_bytes(payload[2:2 + n], "big"), 2 + n
+    else:
+        return None
+    if pos >= len(payload) or payload[pos] not in _BIN:
+        return None
+    n = _BIN[payload[pos]]
+    size = int.from_bytes(payload[pos + 1:pos + 1 + n], "big")
+    start = pos + 1 + n
+    if start + size != len(payload):
+        return None
+    return FileData(offset, memoryview(payload)[start:])
 
 
 @message(23)

@@ -1,15 +1,16 @@
-"""Messages over an asyncio stream: the sans-IO Connection fed from a reader, and an outbox that
-coalesces small frames into large writes (one TLS record per ~256 KiB, not per frame)."""
+"""Messages over an asyncio stream. Sending coalesces small frames into one buffer (one TLS
+record per ~256 KiB, not per frame) and hands large frames over as they are; receiving reads
+each frame's header, then exactly its payload, and leaves the parsing to osam.protocol."""
 from __future__ import annotations
 
 import asyncio
-from collections import deque
-from typing import Deque, Optional
+from typing import List, Optional
 
-from ..protocol import Connection, Message, ProtocolError
+from ..protocol import Frame, Message, ProtocolError, decode, decode_hello, encode_hello
+from ..protocol.frames import HEADER, HELLO, MAX_PAYLOAD, decode_payload
 
 FLUSH_AT = 256 << 10
-READ_SIZE = 1 << 20
+LARGE_FRAME = 64 << 10   # frames from this size are written as they are, not copied
 
 
 class LinkClosed(ConnectionError):
@@ -20,35 +21,46 @@ class FramedStream:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, channel: int,
                  *, hello_sent: bool = False, hello_received: bool = False):
         self.reader, self.writer = reader, writer
-        self.conn = Connection(channel)
-        if hello_received:
-            self.conn.peer_channel = channel
-        self._inbox: Deque[Message] = deque()
-        self._out = bytearray()
+        self.channel = channel
+        self._hello_pending = not hello_received
+        self._small = bytearray()
+        self._chunks: List[bytes] = []
+        self._queued = 0
         self.bytes_out = 0
         self.bytes_in = 0
         if not hello_sent:
-            self._out += self.conn.hello()
+            self._small += encode_hello(channel)
 
     # -- sending -------------------------------------------------------------------------
     def queue(self, msg: Message) -> int:
         """Buffer a message; returns its size on the wire. Call flush() (or maybe_flush())."""
         frame = msg.encode()
-        self._out += frame
+        self.queue_frame(frame)
         return len(frame)
 
     def queue_frame(self, frame: bytes) -> None:
-        self._out += frame
+        """Buffer a frame encoded elsewhere."""
+        if len(frame) >= LARGE_FRAME:
+            if self._small:
+                self._chunks.append(bytes(self._small))
+                self._small.clear()
+            self._chunks.append(frame)
+        else:
+            self._small += frame
+        self._queued += len(frame)
 
     async def maybe_flush(self) -> None:
-        if len(self._out) >= FLUSH_AT:
+        if self._queued + len(self._small) >= FLUSH_AT:
             await self.flush()
 
     async def flush(self) -> None:
-        if self._out:
-            data, self._out = bytes(self._out), bytearray()
-            self.bytes_out += len(data)
-            self.writer.write(data)
+        if self._small:
+            self._chunks.append(bytes(self._small))
+            self._small.clear()
+        if self._chunks:
+            chunks, self._chunks, self._queued = self._chunks, [], 0
+            self.bytes_out += sum(len(c) for c in chunks)
+            self.writer.writelines(chunks)
         try:
             await self.writer.drain()
         except (ConnectionError, OSError) as exc:
@@ -60,27 +72,33 @@ class FramedStream:
 
     # -- receiving -----------------------------------------------------------------------
     async def recv(self, timeout: Optional[float] = None) -> Message:
-        while not self._inbox:
-            try:
-                data = await asyncio.wait_for(self.reader.read(READ_SIZE), timeout)
-            except (ConnectionError, OSError) as exc:
-                raise LinkClosed(str(exc) or type(exc).__name__) from None
-            if not data:
-                raise LinkClosed("connection closed by peer")
-            self.bytes_in += len(data)
-            self._inbox.extend(self.conn.receive(data))
-        return self._inbox.popleft()
+        if timeout is None:
+            return await self._recv()
+        return await asyncio.wait_for(self._recv(), timeout)
 
-    def feed_raw(self, data: bytes) -> None:
-        """Bytes read by someone else (e.g. past a hello) that belong to this stream."""
-        if data:
-            self._inbox.extend(self.conn.receive(data))
+    async def _recv(self) -> Message:
+        try:
+            if self._hello_pending:
+                channel = decode_hello(await self.reader.readexactly(HELLO.size))
+                if channel != self.channel:
+                    raise ProtocolError(f"peer opened channel {channel}, expected {self.channel}")
+                self._hello_pending = False
+            length, ftype, flags = HEADER.unpack(await self.reader.readexactly(HEADER.size))
+            if length > MAX_PAYLOAD:
+                raise ProtocolError(f"frame of {length} bytes exceeds the {MAX_PAYLOAD} cap")
+            payload = await self.reader.readexactly(length) if length else b""
+        except asyncio.IncompleteReadError as exc:
+            raise LinkClosed("connection closed by peer" if not exc.partial else "connection cut mid-frame") from None
+        except (ConnectionError, OSError) as exc:
+            raise LinkClosed(str(exc) or type(exc).__name__) from None
+        self.bytes_in += HEADER.size + length
+        return decode(Frame(ftype, decode_payload(flags, payload)))
 
     async def close(self) -> None:
         try:
             self.writer.close()
             await asyncio.wait_for(self.writer.wait_closed(), 2)
-        except Exception:
+        except Exception:  # noqa: BLE001 - already gone
             pass
 
 
