@@ -134,3 +134,13 @@ def test_default_etc_is_used_without_argument(monkeypatch):
     if os.path.exists(DEFAULT_ETC):
         pytest.skip("%s exists on this machine" % DEFAULT_ETC)
     assert load_config() == SentinelConfig()
+
+
+def test_final_verify_is_yes_or_no(tmp_path):
+    (tmp_path / "etc").mkdir()
+    params = tmp_path / "etc" / "sync.params"
+    params.write_text("final_verify = yes\n")
+    assert load_config(str(tmp_path)).final_verify is True
+    params.write_text("final_verify=maybe\n")
+    with pytest.raises(ConfigError, match=r"sync.params:1: final_verify must be yes or no"):
+        load_config(str(tmp_path))

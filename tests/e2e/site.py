@@ -162,6 +162,10 @@ class Site:
             ctx.load_cert_chain(str(self.pki / "admin.crt"), str(self.pki / "admin.key"))
         return http.client.HTTPSConnection("127.0.0.1", self.api_port, context=ctx, timeout=10)
 
+    def osamctl(self, *args) -> subprocess.CompletedProcess:
+        return subprocess.run([str(VENV_BIN / "osamctl"), "--api", f"https://127.0.0.1:{self.api_port}",
+                               "--pki", str(self.pki), *args], capture_output=True, text=True, timeout=60)
+
     def guest(self, name: str):
         status, body = self.api("GET", f"/v1/guests/{name}")
         return body if status == 200 else None

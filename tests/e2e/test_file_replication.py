@@ -1,7 +1,6 @@
 """End to end: three real daemons on loopback with real mutual TLS migrate a tree holding every
 file kind, through full, continuous and final sync, and the replica is proven identical."""
-import os
-import signal
+import json
 import time
 
 import pytest
@@ -29,13 +28,19 @@ def test_full_continuous_and_final_sync_make_an_identical_replica(site, disk_tmp
     src = disk_tmp_path / "guest"
     make_rich_tree(src)
     etc = disk_tmp_path / "etc"
-    etc.mkdir()
+    (etc / "etc").mkdir(parents=True)
     (etc / "excluded_paths").write_text("# logs churn; the final sync carries them\n/excluded\n")
+    # What a database's clean stop would do: write its last state just before the final sync.
+    (etc / "etc" / "sync.params").write_text(
+        f"max_retry_interval=2\npre_quiesce_hook=echo flushed > {src}/files/flushed-at-quiesce\n")
     site.start_all("guest1", src, etc)
 
-    status, m = site.api("POST", "/v1/migrations", {"guest": "guest1", "switchover": "manual"})
-    assert status == 201, m
+    assert "guest1" in site.osamctl("guests").stdout
+    out = site.osamctl("migrate", "guest1", "--switchover", "manual")
+    assert out.returncode == 0, out.stderr
     site.wait_phase("guest1", "continuous_sync")
+    status = json.loads(site.osamctl("status", "guest1", "--json").stdout)
+    assert status["phase"] == "continuous_sync" and status["bytes_done"] > 0 and status["bytes_total"] > 0
     wait_for(lambda: site.migration("guest1")["switchover_due"] is not None
              and site.migration("guest1")["last_sync_at"], 60, "the first continuous pass")
     replica = site.replica("guest1")
@@ -50,9 +55,9 @@ def test_full_continuous_and_final_sync_make_an_identical_replica(site, disk_tmp
         pytest.fail("\n".join(diff_trees(src, replica, ignore=[b"excluded"])) + site.dump_logs())
     assert not (replica / "excluded" / "late.log").exists(), "excluded path synced before the final sync"
 
-    status, m = site.api("POST", "/v1/migrations/guest1/switchover", {})
-    assert status == 200, m
+    assert site.osamctl("switchover", "guest1").returncode == 0
     done = site.wait_phase("guest1", "completed", 60)
+    assert (src / "files" / "flushed-at-quiesce").read_text() == "flushed\n"
     assert diff_trees(src, replica) == []
     assert (replica / "excluded" / "late.log").read_bytes() == b"written during continuous sync\n"
     assert [h["to"] for h in done["history"]] == [
@@ -118,3 +123,47 @@ def test_link_cut_during_continuous_sync_loses_nothing(site, disk_tmp_path):
     site.api("POST", "/v1/migrations/guest3/switchover", {})
     site.wait_phase("guest3", "completed", 60)
     assert diff_trees(src, site.replica("guest3")) == []
+
+
+def test_changes_made_while_the_sentinel_was_down_reach_the_replica(site, disk_tmp_path):
+    """A restarted sentinel cannot know what its journal missed: it walks and compares (and
+    final_verify=yes makes the final sync walk the whole tree as well)."""
+    src = disk_tmp_path / "guest"
+    make_rich_tree(src)
+    etc = disk_tmp_path / "etc"
+    (etc / "etc").mkdir(parents=True)
+    (etc / "etc" / "sync.params").write_text("final_verify=yes\n")
+    site.start_all("guest4", src, etc)
+    site.api("POST", "/v1/migrations", {"guest": "guest4", "switchover": "manual"})
+    site.wait_phase("guest4", "continuous_sync")
+    site.sentinels["guest4"].kill()  # changes made now reach no journal
+    (src / "files" / "while-the-sentinel-was-down").write_bytes(b"x" * 5000)
+    site.start_sentinel("guest4", src, etc)
+    wait_for(lambda: site.guest("guest4")["connected"], 30, "the sentinel to reconnect")
+    site.api("POST", "/v1/migrations/guest4/switchover", {})
+    site.wait_phase("guest4", "completed", 60)
+    assert diff_trees(src, site.replica("guest4")) == []
+
+
+def test_link_down_beyond_max_retry_interval_fails_the_migration(disk_tmp_path):
+    """Hours are scaled: with OSAM_LINK_TIME_SCALE=0.001 the 1 h interval is 3.6 s."""
+    site = Site(disk_tmp_path / "site")
+    try:
+        site.start_receiver(env={"OSAM_LINK_TIME_SCALE": "0.001"})
+        site.start_gateway()
+        src = disk_tmp_path / "guest"
+        make_rich_tree(src)
+        etc = disk_tmp_path / "etc"
+        (etc / "etc").mkdir(parents=True)
+        (etc / "etc" / "sync.params").write_text("max_retry_interval=1\n")
+        site.start_sentinel("guest5", src, etc)
+        wait_for(lambda: site.guest("guest5"), 30, "registration")
+        site.api("POST", "/v1/migrations", {"guest": "guest5", "switchover": "manual"})
+        site.wait_phase("guest5", "continuous_sync")
+        before = diff_trees(src, site.replica("guest5"))
+        site.gateway.kill()
+        failed = site.wait_phase("guest5", "failed", 30)
+        assert "max_retry_interval" in failed["reason"] and "1 h" in failed["reason"]
+        assert diff_trees(src, site.replica("guest5")) == before == []  # nothing replicated was lost
+    finally:
+        site.stop_all()

@@ -218,7 +218,7 @@ class GuestSession:
             sync_id, cursor = self._full_sync_position(m)
             log.info("guest %s: full sync %d %s", name, sync_id,
                      f"resuming after {os.fsdecode(cursor)!r}" if cursor else "from the start")
-            await self.command("full_sync", sync_id=sync_id, cursor=cursor)
+            self._progress(await self.command("full_sync", sync_id=sync_id, cursor=cursor))
             self.controller.advance(name, phases.CONTINUOUS_SYNC)
         elif phase == phases.CONTINUOUS_SYNC:
             await self.command("continuous_sync", sync_id=self._next_sync_id(m, "continuous"))
@@ -233,7 +233,7 @@ class GuestSession:
             log.info("guest %s quiesced: %s", name, report)
             self.controller.advance(name, phases.FINAL_SYNC)
         elif phase == phases.FINAL_SYNC:
-            await self.command("final_sync", sync_id=self._next_sync_id(m, "final"), verify=False)
+            self._progress(await self.command("final_sync", sync_id=self._next_sync_id(m, "final"), verify=False))
             self.controller.advance(name, phases.COMPLETED)
             log.info("guest %s: migration completed; replica at %s", name, os.path.join(self.replica_dir, "root"))
 

@@ -39,6 +39,7 @@ class SentinelConfig:
     quiesce_services: Tuple[str, ...] = ()      # extra services to stop on quiesce
     pre_quiesce_hooks: Tuple[str, ...] = ()     # shell commands run before stopping services
     quiesce_timeout: int = 120                  # seconds allowed per hook / for stopping
+    final_verify: bool = False                  # final sync also walks the whole tree
 
     @property
     def max_retry_seconds(self) -> int:
@@ -117,6 +118,14 @@ def _services(value: str) -> Tuple[str, ...]:
     return names
 
 
+def _yes_no(value: str) -> bool:
+    if value.lower() in ("yes", "true", "1", "on"):
+        return True
+    if value.lower() in ("no", "false", "0", "off"):
+        return False
+    raise ValueError("must be yes or no")
+
+
 def _command(value: str) -> Tuple[str, ...]:
     if not value:
         raise ValueError("must be a shell command")
@@ -130,6 +139,7 @@ _PARAMS: Dict[str, Tuple[str, Callable, bool]] = {
     "quiesce_timeout": ("quiesce_timeout", _seconds(1), False),
     "quiesce_services": ("quiesce_services", _services, True),
     "pre_quiesce_hook": ("pre_quiesce_hooks", _command, True),
+    "final_verify": ("final_verify", _yes_no, False),
 }
 
 

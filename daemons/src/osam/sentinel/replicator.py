@@ -322,7 +322,7 @@ class Replicator:
         await link.begin(sync_id, "final")
         await asyncio.sleep(0.05)  # let the kernel hand over the last events of the quiesce
         self.drain_journal()
-        if verify or self.needs_verify:
+        if verify or self.config.final_verify or self.needs_verify:
             self.verify_walk(skip_excluded=False)
         for p, t in self.deferred.items():
             self.dirty.setdefault(p, t)
