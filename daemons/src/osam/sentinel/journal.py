@@ -36,6 +36,7 @@ import logging
 import os
 from dataclasses import dataclass
 from typing import Callable, Iterable, List, Optional
+from .walk import MOUNTINFO, read_mountinfo
 
 log = logging.getLogger(__name__)
 
@@ -109,36 +110,14 @@ def raise_errno(what: str) -> None:
     raise OSError(code, f"{what}: {os.strerror(code)}")
 
 
-def _unescape_mountinfo(field: bytes) -> bytes:
-    # mountinfo escapes space, tab, newline and backslash as \ooo.
-    out = bytearray()
-    i = 0
-    while i < len(field):
-        if field[i:i + 1] == b"\\" and field[i + 1:i + 4].isdigit():
-            out.append(int(field[i + 1:i + 4], 8))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return bytes(out)
-
-
-def mount_points_below(root: bytes, mountinfo: bytes = b"/proc/self/mountinfo") -> List[bytes]:
+def mount_points_below(root: bytes, mountinfo: str = MOUNTINFO) -> List[bytes]:
     """Relative paths of the mount points strictly below ``root``, shallowest first."""
     prefix = root if root == b"/" else root + b"/"
-    found = set()
     try:
-        with open(mountinfo, "rb") as f:
-            lines = f.read().splitlines()
+        points = {m.mount_point for m in read_mountinfo(mountinfo)}
     except OSError:
         return []
-    for line in lines:
-        fields = line.split(b" ")
-        if len(fields) < 5:
-            continue
-        point = _unescape_mountinfo(fields[4])
-        if point.startswith(prefix) and point != root:
-            found.add(point[len(prefix):])
+    found = {p[len(prefix):] for p in points if p.startswith(prefix) and p != root}
     return sorted(found, key=lambda p: (p.count(b"/"), p))
 
 
