@@ -57,13 +57,14 @@ class Message:
     TYPE = 0
     COMPRESS = False  # worth trying lz4 on (bulk data only)
 
-    def encode(self) -> bytes:
+    def encode(self, compress: bool = True) -> bytes:
+        """The message as one frame; `compress=False` skips lz4 even for bulk data."""
         values = [getattr(self, name) for name, _ in self._checks]
         try:
             payload = msgpack.packb(values, use_bin_type=True)
         except (TypeError, ValueError, OverflowError) as exc:
             raise ProtocolError(f"cannot encode {type(self).__name__}: {exc}") from None
-        return encode_frame(self.TYPE, payload, compress=self.COMPRESS)
+        return encode_frame(self.TYPE, payload, compress=compress and self.COMPRESS)
 
 
 def message(type_id: int, *, compress: bool = False):
@@ -197,7 +198,7 @@ class FileData(Message):
     offset: int
     data: bytes
 
-    def encode(self) -> bytes:
+    def encode(self, compress: bool = True) -> bytes:
         # The msgpack array [offset, bin] built around the data, which is copied only once.
         if not isinstance(self.offset, int) or isinstance(self.offset, bool):
             raise ProtocolError("cannot encode FileData: offset must be an integer")
@@ -205,7 +206,7 @@ class FileData(Message):
             prefix = b"\x92" + msgpack.packb(self.offset) + _bin_header(len(self.data))
         except (TypeError, ValueError, OverflowError) as exc:
             raise ProtocolError(f"cannot encode FileData: {exc}") from None
-        return encode_frame(self.TYPE, [prefix, self.data], compress=self.COMPRESS)
+        return encode_frame(self.TYPE, [prefix, self.data], compress=compress and self.COMPRESS)
 
 
 def _bin_header(n: int) -> bytes:

@@ -233,7 +233,7 @@ class Replicator:
             walker = walk(self.root, start_after=cursor, mounts=self.mounts, on_error=self._walk_error)
             for e, st in walker:
                 ahead = e.kind == REGULAR and prefetcher.wants(e, st)
-                window.append((e, st, prefetcher.submit(e) if ahead else None))
+                window.append((e, st, prefetcher.submit(e, link.stream.link_bound) if ahead else None))
                 window_bytes += e.size if ahead else 0
                 while window and (len(window) > WINDOW_ENTRIES or window_bytes > WINDOW_BYTES):
                     e0, st0, fut = window.popleft()

@@ -1,0 +1,99 @@
+"""FramedStream over real loopback sockets: frames survive any split, a cut mid-frame is a clean
+LinkClosed, and lz4 stays on only while the link, not the sender, sets the pace."""
+import asyncio
+import os
+
+import pytest
+
+from osam.protocol import CHANNEL_DATA, FileData, Heartbeat
+from osam.transport import framed
+from osam.transport.framed import FramedStream, LinkClosed
+
+
+async def pair(read_delay: float = 0.0, chunk: int = 1 << 16):
+    """A FramedStream to a loopback server that reads `chunk` bytes every `read_delay` s."""
+    received = bytearray()
+    done = asyncio.Event()
+
+    async def serve(reader, writer):
+        while True:
+            data = await reader.read(chunk)
+            if not data:
+                break
+            received.extend(data)
+            if read_delay:
+                await asyncio.sleep(read_delay)
+        done.set()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.transport.set_write_buffer_limits(high=256 << 10)
+    return FramedStream(reader, writer, CHANNEL_DATA), server, received, done
+
+
+def test_fast_link_turns_compression_off_and_slow_link_keeps_it(monkeypatch):
+    monkeypatch.setattr(framed, "JUDGE_EVERY", 1 << 20)
+    block = os.urandom(1 << 20)  # incompressible: wire bytes are the bytes queued
+
+    async def run(read_delay):
+        stream, server, received, done = await pair(read_delay)
+        for i in range(8):
+            stream.queue(FileData(i, block))
+            await stream.flush()
+        verdict = stream.link_bound
+        await stream.close()
+        server.close()
+        return verdict
+
+    assert asyncio.run(run(0.0)) is False       # the link keeps up: lz4 would only cost CPU
+    assert asyncio.run(run(0.02)) is True       # the link is slow: lz4 saves time
+
+
+def test_cut_mid_frame_is_a_clean_link_closed():
+    async def run():
+        async def serve(reader, writer):
+            writer.write(b"OSAM\x00\x01\x02\x00" + Heartbeat(1.0).encode()[:5])
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
+        stream = FramedStream(reader, writer, CHANNEL_DATA)
+        with pytest.raises(LinkClosed, match="mid-frame"):
+            await stream.recv(timeout=5)
+        server.close()
+
+    asyncio.run(run())
+
+
+def test_messages_round_trip_through_a_socket():
+    async def run():
+        got = []
+
+        async def serve(reader, writer):
+            s = FramedStream(reader, writer, CHANNEL_DATA, hello_sent=True)
+            try:
+                while True:
+                    got.append(await s.recv(timeout=5))
+            except LinkClosed:
+                pass
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
+        out = FramedStream(reader, writer, CHANNEL_DATA)
+        sent = [FileData(i * 7, bytes([i]) * (i * 50_000)) for i in range(12)] + [Heartbeat(2.5)]
+        for m in sent:
+            out.queue(m)
+        await out.flush()
+        await out.close()
+        for _ in range(100):
+            if len(got) == len(sent):
+                break
+            await asyncio.sleep(0.02)
+        server.close()
+        return sent, got
+
+    sent, got = asyncio.run(run())
+    assert got == sent
