@@ -23,3 +23,8 @@ class FsEntry:
     rdev: int = 0               # device nodes
     target: bytes = b""         # symlinks: the link's target, never followed
     xattrs: List[Tuple[bytes, bytes]] = dataclasses.field(default_factory=list)  # incl. system.posix_acl_*, security.*
+
+
+def is_under(path: bytes, top: bytes) -> bool:
+    """`path` is `top` or lies below it (both relative, as entries name them)."""
+    return path == top or path.startswith(top + b"/")

@@ -205,7 +205,7 @@ class Agent:
         exc = task.exception()
         if not isinstance(exc, (LinkClosed, TransportError, ProtocolError)):
             log.error("continuous sync failed", exc_info=exc)
-            self.replicator.needs_verify = True
+            self.replicator.changes.needs_verify = True
             exc = LinkClosed(f"continuous sync failed: {exc}")
         if self.failure is not None and not self.failure.done():
             self.failure.set_result(exc)

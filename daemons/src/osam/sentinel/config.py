@@ -18,6 +18,8 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Tuple
 
+from ..common.fsentry import is_under
+
 DEFAULT_ETC = "/opt/vmware/hcx/osam"
 EXCLUDED_PATHS = "excluded_paths"
 SYNC_PARAMS = os.path.join("etc", "sync.params")
@@ -50,7 +52,7 @@ class SentinelConfig:
         guest's "/") is an excluded path or lies below one."""
         for excluded in self.excluded_paths:
             rel = excluded[1:]
-            if relpath == rel or relpath.startswith(rel + b"/"):
+            if is_under(relpath, rel):
                 return True
         return False
 

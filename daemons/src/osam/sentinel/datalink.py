@@ -7,6 +7,7 @@ import time
 from collections import OrderedDict
 from typing import Callable, List, Optional
 
+from ..common.fsentry import is_under
 from ..protocol import (Checkpoint, CheckpointAck, Error, Heartbeat, Message, Resend, SyncBegin,
                         SyncEnd, SyncEndAck)
 from ..transport.framed import FramedStream, LinkClosed
@@ -81,9 +82,9 @@ class DataLink:
         move it, deletes drop it (None)."""
         for ops, _ in list(self._in_flight.values()) + [(self.ops, None)]:
             for op in ops:
-                if op[0] == "rename" and (path == op[1] or path.startswith(op[1] + b"/")):
+                if op[0] == "rename" and is_under(path, op[1]):
                     path = op[2] + path[len(op[1]):]
-                elif op[0] == "delete" and (path == op[1] or path.startswith(op[1] + b"/")):
+                elif op[0] == "delete" and is_under(path, op[1]):
                     return None
         return path
 

@@ -36,6 +36,8 @@ import logging
 import os
 from dataclasses import dataclass
 from typing import Callable, Iterable, List, Optional
+
+from ..common.fsentry import is_under
 from .walk import MOUNTINFO, read_mountinfo
 
 log = logging.getLogger(__name__)
@@ -137,7 +139,7 @@ def split_mounts(root: bytes, skip_dir: Optional[SkipDir]) -> "tuple[List[bytes]
 
 
 def is_below_any(rel: bytes, prefixes: Iterable[bytes]) -> bool:
-    return any(rel == p or rel.startswith(p + b"/") for p in prefixes)
+    return any(is_under(rel, p) for p in prefixes)
 
 
 def join(parent: bytes, name: bytes) -> bytes:

@@ -21,6 +21,7 @@ import os
 import struct
 from typing import Dict, Iterable, List, Optional, Tuple
 
+from ..common.fsentry import is_under
 from .journal import (
     CHANGED, DELETED, OVERFLOW_EVENT, RENAMED, ChangeEvent, Journal, SkipDir,
     join, libc, raise_errno, split_mounts, without_repeats,
@@ -387,7 +388,7 @@ class FanotifyJournal(Journal):
             if path is None:
                 return None
             for new, old in undo:
-                if path == new or path.startswith(new + b"/"):
+                if is_under(path, new):
                     path = old + path[len(new):]
             return path
 

@@ -18,6 +18,7 @@ import os
 import struct
 from typing import Dict, List, Optional, Set
 
+from ..common.fsentry import is_under
 from .journal import (
     CHANGED, DELETED, OVERFLOW_EVENT, RENAMED, ChangeEvent, Journal, SkipDir,
     is_below_any, join, libc, raise_errno, split_mounts, without_repeats,
@@ -137,14 +138,14 @@ class InotifyJournal(Journal):
         return True
 
     def _unwatch_tree(self, rel: bytes) -> None:
-        for path in [p for p in self._wd_of if p == rel or p.startswith(rel + b"/")]:
+        for path in [p for p in self._wd_of if is_under(p, rel)]:
             wd = self._wd_of.pop(path)
             self._path_of.pop(wd, None)
             self._libc.inotify_rm_watch(self._fd, wd)
 
     def _move_tree(self, old: bytes, new: bytes) -> None:
         self._unwatch_paths_at(new)
-        moved = [p for p in self._wd_of if p == old or p.startswith(old + b"/")]
+        moved = [p for p in self._wd_of if is_under(p, old)]
         for path in moved:
             wd = self._wd_of.pop(path)
             target = new + path[len(old):]
@@ -171,7 +172,7 @@ class InotifyJournal(Journal):
 
     def _unwatch_paths_at(self, rel: bytes) -> None:
         # A directory replaced by a rename: its watches are gone with it.
-        for path in [p for p in self._wd_of if p == rel or p.startswith(rel + b"/")]:
+        for path in [p for p in self._wd_of if is_under(p, rel)]:
             self._path_of.pop(self._wd_of.pop(path), None)
 
     # --- reading -----------------------------------------------------------

@@ -9,15 +9,16 @@ import os
 import threading
 import time
 from collections import deque
-from typing import Deque, Dict, List, Optional, Tuple
+from typing import Deque, Optional
 
-from ..common.fsentry import DIRECTORY, REGULAR, FsEntry
+from ..common.fsentry import DIRECTORY, REGULAR, FsEntry, is_under
 from ..protocol import Delete, FileData, HardLink, Rename
 from .config import SentinelConfig
 from .datalink import DataLink
 from .fsmeta import HardLinkTracker, stat_entry
 from .index import Index, row_from_stat
-from .journal import ChangeEvent, open_journal
+from .changes import ChangeSet
+from .journal import open_journal
 from .prefetch import Prefetcher, open_for_read
 from .sender import DELTA_MIN, FileSender, entry_message
 from .survey import survey
@@ -35,14 +36,6 @@ BATCH_ENTRIES = 2048
 # Prefetched entries held ahead of the sender: enough to hide read latency, bounded in memory.
 WINDOW_ENTRIES = 512
 WINDOW_BYTES = 64 << 20
-
-
-def parent_of(path: bytes) -> bytes:
-    return path.rpartition(b"/")[0]
-
-
-def is_under(path: bytes, top: bytes) -> bool:
-    return path == top or path.startswith(top + b"/")
 
 
 class Stats:
@@ -64,15 +57,10 @@ class Replicator:
         self.config = config
         self.index = index
         self.mounts = local_mount_filter(self.root)
-        self.dirty: Dict[bytes, float] = {}        # path -> monotonic time first seen
-        self.renames: List[Tuple[bytes, bytes, float]] = []
-        self.deferred: Dict[bytes, float] = {}     # excluded paths changed during continuous sync
-        self.changed = asyncio.Event()
-        self.needs_verify = True                   # a new process has not watched the past
+        self.changes = ChangeSet()
         self.stats = Stats()
         self.journal = None
         self.watching_since_sync_start = False     # the journal saw every change of this sync
-        self.new_subtrees: set = set()             # renamed-in directories the replica lacks
         self.phase = "idle"
 
     # -- change journal ------------------------------------------------------------------
@@ -93,37 +81,17 @@ class Replicator:
     def drain_journal(self) -> None:
         now = time.monotonic()
         for ev in self.journal.read_events():
-            self._record(ev, now)
-        if self.dirty or self.renames:
-            self.changed.set()
-
-    def _mark(self, path: bytes, now: float) -> None:
-        self.dirty.setdefault(path, now)
-        if path:
-            self.dirty.setdefault(parent_of(path), now)
-
-    def _record(self, ev: ChangeEvent, now: float) -> None:
-        if ev.kind == "overflow":
-            log.warning("change journal lost events; a verifying walk follows")
-            self.needs_verify = True
-        elif ev.kind == "renamed":
-            self.renames.append((ev.old_path, ev.path, now))
-            # Changes queued under the old name belong to the new one now.
-            for p in [p for p in self.dirty if is_under(p, ev.old_path)]:
-                self.dirty.setdefault(ev.path + p[len(ev.old_path):], self.dirty.pop(p))
-            # The entry itself travels as a rename; its old and new directories changed.
-            self.dirty.setdefault(parent_of(ev.old_path), now)
-            self.dirty.setdefault(parent_of(ev.path), now)
-        else:
-            self._mark(ev.path, now)
+            self.changes.record(ev, now)
+        if self.changes:
+            self.changes.changed.set()
 
     def resend(self, path: bytes) -> None:
         """The receiver could not patch this file: send it whole next time."""
         row = self.index.get(path)
         if row is not None:
             self.index.apply([("put", row._replace(hashes=None, size=-1))])
-        self.dirty.setdefault(path, time.monotonic())
-        self.changed.set()
+        self.changes.dirty.setdefault(path, time.monotonic())
+        self.changes.changed.set()
 
     # -- progress ------------------------------------------------------------------------
     def count_in_background(self) -> None:
@@ -139,10 +107,10 @@ class Replicator:
     def progress(self, link: Optional[DataLink]) -> dict:
         d = self.stats.as_dict()
         d["phase"] = self.phase
-        d["dirty"] = len(self.dirty) + len(self.renames)
-        d["deferred"] = len(self.deferred)
+        d["dirty"] = len(self.changes.dirty) + len(self.changes.renames)
+        d["deferred"] = len(self.changes.deferred)
         now = time.monotonic()
-        oldest = min(list(self.dirty.values()) + [t for _, _, t in self.renames], default=None)
+        oldest = self.changes.oldest()
         lag = link.lag(now) if link else 0.0
         if oldest is not None:
             lag = max(lag, now - oldest)
@@ -254,7 +222,7 @@ class Replicator:
                     fut.cancel()
             prefetcher.close()
         # Changes to entries walked before this process started were never watched.
-        self.needs_verify = not self.watching_since_sync_start
+        self.changes.needs_verify = not self.watching_since_sync_start
         self.stats.bytes_sent = link.stream.bytes_out
         return await link.end(sync_id, self.stats.as_dict())
 
@@ -291,7 +259,7 @@ class Replicator:
         self.phase = "continuous_sync"
         self.start_journal()
         await link.begin(sync_id, "continuous")
-        if self.needs_verify:
+        if self.changes.needs_verify:
             self.verify_walk(skip_excluded=True)
         await self.send_changes(link, continuous=True)
         if first_pass_done:
@@ -299,16 +267,18 @@ class Replicator:
         next_verify = time.monotonic() + self.config.verify_interval if self.config.verify_interval else None
         while not stop.is_set():
             timeout = None if next_verify is None else max(0.0, next_verify - time.monotonic())
-            waiter = asyncio.ensure_future(self.changed.wait())
+            waiter = asyncio.ensure_future(self.changes.changed.wait())
             stopper = asyncio.ensure_future(stop.wait())
             await asyncio.wait({waiter, stopper}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
             stopper.cancel()
             if stop.is_set():
                 break
-            if next_verify is not None and time.monotonic() >= next_verify:
+            due = next_verify is not None and time.monotonic() >= next_verify
+            if due or self.changes.needs_verify:  # periodic, or the journal lost events
                 self.verify_walk(skip_excluded=True)
-                next_verify = time.monotonic() + self.config.verify_interval
+                if next_verify is not None:
+                    next_verify = time.monotonic() + self.config.verify_interval
             await asyncio.sleep(DEBOUNCE)
             await self.send_changes(link, continuous=True)
         await self.send_changes(link, continuous=True)
@@ -322,11 +292,11 @@ class Replicator:
         await link.begin(sync_id, "final")
         await asyncio.sleep(0.05)  # let the kernel hand over the last events of the quiesce
         self.drain_journal()
-        if verify or self.config.final_verify or self.needs_verify:
+        if verify or self.config.final_verify or self.changes.needs_verify:
             self.verify_walk(skip_excluded=False)
-        for p, t in self.deferred.items():
-            self.dirty.setdefault(p, t)
-        self.deferred.clear()
+        for p, t in self.changes.deferred.items():
+            self.changes.dirty.setdefault(p, t)
+        self.changes.deferred.clear()
         await self.send_changes(link, continuous=False)
         self.stats.bytes_sent = link.stream.bytes_out
         return await link.end(sync_id, self.stats.as_dict())
@@ -341,33 +311,33 @@ class Replicator:
             seen.add(e.path)
             row = self.index.get(e.path)
             if row is None or row != row_from_stat(e.path, e.kind, st, row.hashes):
-                self.dirty.setdefault(e.path, now)
+                self.changes.dirty.setdefault(e.path, now)
                 found += 1
         for row in self.index.all_rows():
             if row.path not in seen and not (skip and skip(row.path)):
-                self.dirty.setdefault(row.path, now)
+                self.changes.dirty.setdefault(row.path, now)
                 found += 1
-        self.needs_verify = False
+        self.changes.needs_verify = False
         if found:
-            self.changed.set()
+            self.changes.changed.set()
         log.info("verifying walk: %d differences", found)
         return found
 
     async def send_changes(self, link: DataLink, *, continuous: bool) -> None:
         """Send everything queued, in batches, each ending with a checkpoint."""
-        while self.dirty or self.renames:
-            self.changed.clear()
-            renames, self.renames = self.renames, []
+        while self.changes:
+            self.changes.changed.clear()
+            renames, self.changes.renames = self.changes.renames, []
             for old, new, since in renames:
                 self._send_rename(link, old, new, since, continuous)
-            batch = sorted(self.dirty.items(), key=lambda kv: walk_key(kv[0]))[:BATCH_ENTRIES]
+            batch = sorted(self.changes.dirty.items(), key=lambda kv: walk_key(kv[0]))[:BATCH_ENTRIES]
             tracker = HardLinkTracker()
             for path, _ in batch:
-                since = self.dirty.pop(path, None)
+                since = self.changes.dirty.pop(path, None)
                 if since is None:  # sent with a new subtree, or renamed since: queued anew
                     continue
                 if continuous and self.config.is_excluded(path):
-                    self.deferred.setdefault(path, since)
+                    self.changes.deferred.setdefault(path, since)
                     continue
                 await self._send_path(link, path, since, tracker, continuous)
             await link.checkpoint(b"", self.stats.as_dict())
@@ -379,9 +349,9 @@ class Replicator:
             # The replica does not have the old name (or it must not change now): send the new
             # name as new content and remove the old one.
             if old:
-                self.dirty.setdefault(old, since)
-            self.dirty.setdefault(new, since)
-            self.new_subtrees.add(new)
+                self.changes.dirty.setdefault(old, since)
+            self.changes.dirty.setdefault(new, since)
+            self.changes.new_subtrees.add(new)
             return
         link.queue(Rename(old, new))
         link.note_change(("rename", old, new), since)
@@ -399,9 +369,9 @@ class Replicator:
         await self.send_entry(link, e, st, tracker, since)
         if e.kind == REGULAR and st.st_nlink > 1:
             self._relink_others(link, e.path, st, since)
-        if e.kind == DIRECTORY and path and (row is None or path in self.new_subtrees):
+        if e.kind == DIRECTORY and path and (row is None or path in self.changes.new_subtrees):
             # A directory the replica never had: its contents may predate the journal's view.
-            self.new_subtrees.discard(path)
+            self.changes.new_subtrees.discard(path)
             skip = self.config.is_excluded if continuous else None
             for ce, cst in walk(os.path.join(self.root, path), mounts=self.mounts, skip=None,
                                 on_error=self._walk_error):
@@ -409,9 +379,9 @@ class Replicator:
                     continue
                 ce.path = path + b"/" + ce.path
                 if skip and skip(ce.path):
-                    self.deferred.setdefault(ce.path, since)
+                    self.changes.deferred.setdefault(ce.path, since)
                     continue
-                self.dirty.pop(ce.path, None)
+                self.changes.dirty.pop(ce.path, None)
                 await self.send_entry(link, ce, cst, tracker, since)
 
     def _replica_name_of_inode(self, link: DataLink, path: bytes, st) -> Optional[bytes]:
@@ -430,7 +400,7 @@ class Replicator:
         """New content under one name of a hard-link group: the other names follow it."""
         for known in self.index.paths_with_inode(st.st_dev, st.st_ino):
             other = link.current_name(known)
-            if other is None or other == path or other in self.dirty:
+            if other is None or other == path or other in self.changes.dirty:
                 continue
             try:
                 ost = os.lstat(os.path.join(self.root, other))
