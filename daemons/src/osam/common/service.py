@@ -5,9 +5,11 @@ systemd-python is optional (guests often lack it), so notifications fall back to
 datagram to $NOTIFY_SOCKET ourselves; with no NOTIFY_SOCKET they do nothing."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
+import signal
 import socket
 import sys
 from typing import Optional, Union
@@ -112,3 +114,14 @@ def setup_logging(name: str, level: Union[int, str] = logging.INFO, *,
     root.addHandler(handler)
     root.setLevel(level)
     return logging.getLogger(name)
+
+
+async def serve_until_stopped() -> None:
+    """Tell systemd the daemon is ready, then wait for SIGTERM or SIGINT and say it stops."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    notify_ready()
+    await stop.wait()
+    notify_stopping()

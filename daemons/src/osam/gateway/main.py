@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import sys
 
 from ..common import service
@@ -31,13 +30,7 @@ async def _run(args) -> int:
     server = await serve(*args.listen, server_context(args.pki, "gateway"), relay.handle,
                          allowed_roles=("sentinel",), log=log)
     log.info("gateway listening on %s:%d, forwarding to %s:%d", args.listen[0], bound_port(server), *args.receiver)
-    service.notify_ready()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    service.notify_stopping()
+    await service.serve_until_stopped()
     close_server(server)
     return 0
 

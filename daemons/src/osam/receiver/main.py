@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import sys
 import time
 from typing import Dict
@@ -118,13 +117,7 @@ async def _run(args) -> int:
     log.info("receiver listening on %s:%d for gateways, API on https://%s:%d", args.listen[0],
              bound_port(links), args.api[0], bound_port(api))
     watchdog = asyncio.ensure_future(receiver.watchdog())
-    service.notify_ready()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    service.notify_stopping()
+    await service.serve_until_stopped()
     watchdog.cancel()
     close_server(links)
     close_server(api)
