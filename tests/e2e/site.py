@@ -94,7 +94,8 @@ class Site:
     def start_gateway(self) -> Daemon:
         self.gateway = self._daemon("gateway", [
             VENV_BIN / "osam-gateway", "--listen", f"127.0.0.1:{self.gateway_port}",
-            "--receiver", f"127.0.0.1:{self.receiver_port}", "--pki", self.pki])
+            "--receiver", f"127.0.0.1:{self.receiver_port}", "--pki", self.pki,
+            "--inventory", self.base / "gateway-inventory.json"])
         wait_for(lambda: self._port_open(self.gateway_port), 20, "the gateway")
         return self.gateway
 

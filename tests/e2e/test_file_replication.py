@@ -36,6 +36,8 @@ def test_full_continuous_and_final_sync_make_an_identical_replica(site, disk_tmp
     site.start_all("guest1", src, etc)
 
     assert "guest1" in site.osamctl("guests").stdout
+    source_site = json.loads((site.base / "gateway-inventory.json").read_text())
+    assert source_site["guest1"]["inventory"]["hostname"] == site.guest("guest1")["inventory"]["hostname"]
     out = site.osamctl("migrate", "guest1", "--switchover", "manual")
     assert out.returncode == 0, out.stderr
     site.wait_phase("guest1", "continuous_sync")

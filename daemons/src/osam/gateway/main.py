@@ -19,6 +19,8 @@ def main(argv=None) -> int:
     p.add_argument("--listen", required=True, type=parse_hostport, metavar="HOST:PORT")
     p.add_argument("--receiver", required=True, type=parse_hostport, metavar="HOST:PORT")
     p.add_argument("--pki", required=True, metavar="DIR")
+    p.add_argument("--inventory", metavar="FILE",
+                   help="keep the source site's inventory (each guest's last registration) in this JSON file")
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(argv)
     service.setup_logging("osam-gateway", args.log_level)
@@ -26,7 +28,7 @@ def main(argv=None) -> int:
 
 
 async def _run(args) -> int:
-    relay = Relay(*args.receiver, client_context(args.pki, "gateway"))
+    relay = Relay(*args.receiver, client_context(args.pki, "gateway"), args.inventory)
     server = await serve(*args.listen, server_context(args.pki, "gateway"), relay.handle,
                          allowed_roles=("sentinel",), log=log)
     log.info("gateway listening on %s:%d, forwarding to %s:%d", args.listen[0], bound_port(server), *args.receiver)

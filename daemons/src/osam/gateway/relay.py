@@ -5,10 +5,12 @@ is read, to keep the source site's inventory."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from typing import Dict, Optional
 
+from ..common.atomic import atomic_write
 from ..protocol import (CHANNEL_CONTROL, Forward, FrameDecoder, ProtocolError, Register,
                         decode, decode_hello, encode_hello)
 from ..protocol.frames import HELLO
@@ -21,10 +23,11 @@ HELLO_TIMEOUT = 15.0
 
 
 class Relay:
-    def __init__(self, receiver_host: str, receiver_port: int, client_ssl):
+    def __init__(self, receiver_host: str, receiver_port: int, client_ssl, inventory_file: Optional[str] = None):
         self.receiver = (receiver_host, receiver_port)
         self.client_ssl = client_ssl
-        self.inventory: Dict[str, dict] = {}   # guest name -> what it last registered
+        self.inventory_file = inventory_file
+        self.inventory: Dict[str, dict] = _load(inventory_file)   # guest name -> its last registration
         self.active = 0
 
     async def handle(self, guest: Connection) -> None:
@@ -43,7 +46,7 @@ class Relay:
         self.active += 1
         log.info("forwarding %s channel of %s (%s)", "control" if channel == CHANNEL_CONTROL else "data",
                  name, guest.peer)
-        watch = _RegistrationWatch(name, self.inventory) if channel == CHANNEL_CONTROL else None
+        watch = _RegistrationWatch(name, self._registered) if channel == CHANNEL_CONTROL else None
         try:
             down = asyncio.ensure_future(_pipe(guest.reader, up.writer, watch))
             back = asyncio.ensure_future(_pipe(up.reader, guest.writer, None))
@@ -55,9 +58,33 @@ class Relay:
             await up.close()
 
 
+    def _registered(self, name: str, msg: Register) -> None:
+        self.inventory[name] = {"inventory": msg.inventory, "agent_version": msg.agent_version,
+                                "registered_at": time.time()}
+        if self.inventory_file:
+            try:
+                atomic_write(self.inventory_file, json.dumps(self.inventory, indent=1, sort_keys=True).encode())
+            except OSError as exc:
+                log.warning("cannot write the inventory to %s: %s", self.inventory_file, exc)
+
+
+def _load(path: Optional[str]) -> Dict[str, dict]:
+    if not path:
+        return {}
+    try:
+        with open(path, "rb") as f:
+            data = json.load(f)
+        return data if isinstance(data, dict) else {}
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring unreadable inventory %s: %s", path, exc)
+        return {}
+
+
 class _RegistrationWatch:
-    def __init__(self, name: str, inventory: Dict[str, dict]):
-        self.name, self.inventory = name, inventory
+    def __init__(self, name: str, on_register):
+        self.name, self.on_register = name, on_register
         self.decoder: Optional[FrameDecoder] = FrameDecoder()
 
     def feed(self, data: bytes) -> None:
@@ -69,8 +96,7 @@ class _RegistrationWatch:
         if frames:
             msg = decode(frames[0]) if frames else None
             if isinstance(msg, Register):
-                self.inventory[self.name] = {"inventory": msg.inventory, "agent_version": msg.agent_version,
-                                             "registered_at": time.time()}
+                self.on_register(self.name, msg)
             self.decoder = None
 
 

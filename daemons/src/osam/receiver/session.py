@@ -22,6 +22,7 @@ log = logging.getLogger("osam.receiver")
 
 POLL = 0.1                 # how often the driver looks at the controller's state
 CONTROL_SILENCE = 30.0     # a control channel this quiet is dead (the sentinel reports every second)
+HEARTBEAT_EVERY = 10.0     # so a sentinel can tell a silent receiver from a dead link
 
 
 class GuestSession:
@@ -58,6 +59,7 @@ class GuestSession:
         self.down_since = None
         log.info("guest %s registered (agent %s)", self.name, reg.agent_version)
         self.driver = asyncio.ensure_future(self._drive())
+        heartbeat = asyncio.ensure_future(self._heartbeat(stream))
         try:
             while True:
                 msg = await stream.recv(timeout=CONTROL_SILENCE)
@@ -74,6 +76,7 @@ class GuestSession:
         except asyncio.TimeoutError:
             log.warning("guest %s: control channel silent for %.0fs; dropping it", self.name, CONTROL_SILENCE)
         finally:
+            heartbeat.cancel()
             if self.control is stream:
                 self.control = None
                 self.down_since = time.monotonic()
@@ -84,6 +87,15 @@ class GuestSession:
                 self.controller.set_connected(self.name, False)
                 if self.data_task:
                     self.data_task.cancel()
+
+    @staticmethod
+    async def _heartbeat(stream: FramedStream) -> None:
+        try:
+            while True:
+                await asyncio.sleep(HEARTBEAT_EVERY)
+                await stream.send(Heartbeat(time.time()))
+        except LinkClosed:
+            pass
 
     def _progress(self, stats: dict) -> None:
         m = self.controller.migration(self.name)

@@ -26,6 +26,7 @@ log = logging.getLogger("osam.sentinel")
 
 PROGRESS_EVERY = 1.0
 CONNECT_TIMEOUT = 15.0
+RECEIVER_SILENCE = 35.0   # the receiver sends a heartbeat every 10 s: this quiet means a dead link
 
 
 @dataclasses.dataclass
@@ -134,12 +135,15 @@ class Agent:
         failure: asyncio.Future = asyncio.get_running_loop().create_future()
         self.failure = failure
         while True:
-            recv = asyncio.ensure_future(control.recv())
+            recv = asyncio.ensure_future(control.recv(timeout=RECEIVER_SILENCE))
             done, _ = await asyncio.wait({recv, failure}, return_when=asyncio.FIRST_COMPLETED)
             if failure in done:
                 recv.cancel()
                 raise failure.result()
-            msg = recv.result()
+            try:
+                msg = recv.result()
+            except asyncio.TimeoutError:
+                raise LinkClosed(f"no word from the receiver for {RECEIVER_SILENCE:.0f}s") from None
             if isinstance(msg, Command):
                 task = asyncio.ensure_future(self._run_command(control, msg, failure))
                 running.add(task)

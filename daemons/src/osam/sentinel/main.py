@@ -19,7 +19,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--pki", required=True, metavar="DIR", help="holds ca.crt and sentinels/NAME.crt/.key")
     p.add_argument("--name", required=True, help="this guest's name (its certificate's)")
     p.add_argument("--root", default="/", help="tree to replicate (default /)")
-    p.add_argument("--state", default="/var/lib/osam-sentinel", metavar="DIR")
+    p.add_argument("--state", default="/var/lib/vmware-hcx-osam", metavar="DIR",
+                   help="the sentinel's own state: what the replica acknowledged (default %(default)s)")
     p.add_argument("--etc", default=DEFAULT_ETC, metavar="DIR",
                    help="holds excluded_paths and etc/sync.params (default %(default)s)")
     p.add_argument("--retry-min", type=float, default=0.5, help=argparse.SUPPRESS)
