@@ -83,7 +83,7 @@ def make_bulk_tree(root, total_mib=240, seed=3):
     return sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
 
 
-@pytest.mark.parametrize("victim", ["gateway", "receiver"])
+@pytest.mark.parametrize("victim", ["gateway", "receiver", "sentinel"])
 def test_interrupted_full_sync_resumes_without_starting_over(site, disk_tmp_path, victim):
     src = disk_tmp_path / "guest"
     total = make_bulk_tree(src)
@@ -95,6 +95,9 @@ def test_interrupted_full_sync_resumes_without_starting_over(site, disk_tmp_path
         site.gateway.kill()
         time.sleep(1)
         site.start_gateway()
+    elif victim == "sentinel":
+        site.sentinels["guest2"].kill()
+        site.start_sentinel("guest2", src)
     else:
         site.receiver.kill()
         # No torn file: whatever the killed receiver left in the replica is complete.
