@@ -44,12 +44,12 @@ def open_for_read_plain(path: bytes, flags: int) -> Optional[int]:
         raise
 
 
-def encode_file(path: bytes, entry: FsEntry, compress: bool) -> Optional[Encoded]:
+def encode_file(path: bytes, entry: FsEntry, allocated: int, compress: bool) -> Optional[Encoded]:
     fd = open_for_read(path)
     if fd is None:
         return None
     try:
-        sender = FileSender(fd, entry)
+        sender = FileSender(fd, entry, allocated=allocated)
         frames = [m.encode(compress) for m in sender.messages()]
     finally:
         os.close(fd)
@@ -65,9 +65,9 @@ class Prefetcher:
     def wants(entry: FsEntry, st) -> bool:
         return st.st_nlink == 1 and entry.size < PREFETCH_MAX
 
-    def submit(self, entry: FsEntry, compress: bool) -> "asyncio.Future[Optional[Encoded]]":
+    def submit(self, entry: FsEntry, st, compress: bool) -> "asyncio.Future[Optional[Encoded]]":
         return asyncio.get_running_loop().run_in_executor(
-            self.pool, encode_file, os.path.join(self.root, entry.path), entry, compress)
+            self.pool, encode_file, os.path.join(self.root, entry.path), entry, st.st_blocks * 512, compress)
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)

@@ -138,7 +138,8 @@ class Replicator:
             delta = (row is not None and row.kind == REGULAR and row.hashes is not None
                      and e.size >= DELTA_MIN and row.size >= 0)
             sender = FileSender(fd, e, old_hashes=row.hashes if delta else None,
-                                base=(row.size, row.mtime_ns) if delta else None)
+                                base=(row.size, row.mtime_ns) if delta else None,
+                                allocated=st.st_blocks * 512)
             for msg in sender.messages():
                 link.queue(msg)
                 if isinstance(msg, FileData):
@@ -201,7 +202,7 @@ class Replicator:
             walker = walk(self.root, start_after=cursor, mounts=self.mounts, on_error=self._walk_error)
             for e, st in walker:
                 ahead = e.kind == REGULAR and prefetcher.wants(e, st)
-                window.append((e, st, prefetcher.submit(e, link.stream.link_bound) if ahead else None))
+                window.append((e, st, prefetcher.submit(e, st, link.stream.link_bound) if ahead else None))
                 window_bytes += e.size if ahead else 0
                 while window and (len(window) > WINDOW_ENTRIES or window_bytes > WINDOW_BYTES):
                     e0, st0, fut = window.popleft()

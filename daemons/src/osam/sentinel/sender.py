@@ -42,8 +42,10 @@ class FileSender:
     (for files of DELTA_MIN or more), `data_bytes` what was read and sent."""
 
     def __init__(self, fd: int, entry: FsEntry, *, old_hashes: Optional[bytes] = None,
-                 base: Optional[Tuple[int, int]] = None):
+                 base: Optional[Tuple[int, int]] = None, allocated: Optional[int] = None):
         self.fd, self.entry = fd, entry
+        # A file with as many bytes allocated as it is long has no holes: no need to ask.
+        self.dense = allocated is not None and allocated >= entry.size
         self.delta = old_hashes is not None and base is not None
         self.old_hashes = old_hashes or b""
         self.base = base if self.delta else None
@@ -55,7 +57,8 @@ class FileSender:
     def messages(self):
         e, fd, size = self.entry, self.fd, self.entry.size
         yield entry_message(e, self.base)
-        pieces = _pieces_by_block(data_ranges(fd, size), size)
+        ranges = [(0, size)] if self.dense and size else data_ranges(fd, size)
+        pieces = _pieces_by_block(ranges, size)
         track = self.keep_hashes or self.delta
         digests = bytearray()
         for b in range((size + BLOCK - 1) // BLOCK) if track else sorted(pieces):
