@@ -20,6 +20,13 @@ LINK_BOUND_SHARE = 0.3
 SLOW_LINK_RATE = 250e6   # bytes/s
 
 
+def link_is_the_bottleneck(nbytes: int, elapsed: float, blocked: float) -> bool:
+    """Over a window: the sender waited on the link much of the time, and the link moved
+    bytes slower than lz4 compresses them."""
+    elapsed = max(elapsed, 1e-6)
+    return blocked / elapsed > LINK_BOUND_SHARE and nbytes / elapsed < SLOW_LINK_RATE
+
+
 class LinkClosed(ConnectionError):
     """The peer closed the connection or it dropped."""
 
@@ -85,9 +92,8 @@ class FramedStream:
         now = time.monotonic()
         self._window_blocked += now - drain_started
         if self._window_bytes >= JUDGE_EVERY:
-            elapsed = max(now - self._window_start, 1e-6)
-            self.link_bound = (self._window_blocked / elapsed > LINK_BOUND_SHARE
-                               and self._window_bytes / elapsed < SLOW_LINK_RATE)
+            self.link_bound = link_is_the_bottleneck(self._window_bytes, now - self._window_start,
+                                                     self._window_blocked)
             self._window_start, self._window_bytes, self._window_blocked = now, 0, 0.0
 
     async def send(self, msg: Message) -> None:
