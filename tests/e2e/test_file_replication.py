@@ -172,3 +172,32 @@ def test_link_down_beyond_max_retry_interval_fails_the_migration(disk_tmp_path):
         assert diff_trees(src, site.replica("guest5")) == before == []  # nothing replicated was lost
     finally:
         site.stop_all()
+
+
+def test_two_guests_at_once_immediate_and_scheduled_across_a_receiver_restart(site, disk_tmp_path):
+    """One gateway carries both guests. One switches over as soon as its first continuous pass
+    is done; the other at a scheduled time, which survives a receiver restart."""
+    import datetime
+    trees = {}
+    site.start_receiver()
+    site.start_gateway()
+    for name, seed in (("alpha", 11), ("beta", 12)):
+        trees[name] = disk_tmp_path / name
+        make_rich_tree(trees[name], seed=seed)
+        site.start_sentinel(name, trees[name])
+    for name in trees:
+        wait_for(lambda: site.guest(name), 30, f"{name} to register")
+    at = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=8)).isoformat()
+    assert site.osamctl("migrate", "alpha", "--switchover", "immediate").returncode == 0
+    out = site.osamctl("migrate", "beta", "--switchover", f"at={at}")
+    assert out.returncode == 0, out.stderr
+    site.wait_phase("beta", "continuous_sync")
+    site.receiver.kill()
+    site.start_receiver()
+    done = site.wait_phase("alpha", "completed", 60)
+    assert [h["to"] for h in done["history"]][-3:] == ["quiesce", "final_sync", "completed"]
+    beta = site.wait_phase("beta", "completed", 60)
+    switched = next(h["at"] for h in beta["history"] if h["to"] == "quiesce")
+    assert switched >= at[:19]  # not before its time
+    for name, tree in trees.items():
+        assert diff_trees(tree, site.replica(name)) == [], name
