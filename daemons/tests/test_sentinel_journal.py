@@ -397,7 +397,7 @@ def tmpfs_below(root):
     if subprocess.run(["mount", "-t", "tmpfs", "osam-journal-test", mnt]).returncode != 0:
         pytest.skip("cannot mount tmpfs here")
     yield mnt
-    subprocess.run(["umount", mnt], check=True)
+    subprocess.run(["umount", "-l", mnt], check=False)  # lazy: a journal may still hold it
 
 
 def test_skip_dir_keeps_the_journal_off_a_mount(root, tmpfs_below, watch):
