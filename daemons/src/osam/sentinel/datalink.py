@@ -3,7 +3,6 @@ index changes a checkpoint covers once the receiver acknowledges it has made the
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import OrderedDict
 from typing import Callable, List, Optional
 
@@ -140,7 +139,3 @@ class DataLink:
         except BaseException:  # noqa: BLE001
             pass
         await self.stream.close()
-
-
-def now() -> float:
-    return time.monotonic()

@@ -11,7 +11,7 @@ import time
 from collections import deque
 from typing import Deque, Optional
 
-from ..common.fsentry import DIRECTORY, REGULAR, FsEntry, is_under
+from ..common.fsentry import DIRECTORY, REGULAR, FsEntry
 from ..protocol import Delete, FileData, HardLink, Rename
 from .config import SentinelConfig
 from .datalink import DataLink

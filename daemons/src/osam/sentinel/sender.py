@@ -52,7 +52,6 @@ class FileSender:
         self.keep_hashes = entry.size >= DELTA_MIN
         self.hashes: Optional[bytes] = None
         self.data_bytes = 0
-        self.changed_while_read = False
 
     def messages(self):
         e, fd, size = self.entry, self.fd, self.entry.size
@@ -65,9 +64,9 @@ class FileSender:
             off = b * BLOCK
             n = min(BLOCK, size - off)
             ps = pieces.get(b, ())
+            # A file that shrinks while read yields short blocks: the entry's size holds
+            # (the tail becomes a hole) and the journal sends the file again.
             block = os.pread(fd, n, off) if ps else None
-            if block is not None and len(block) < n:
-                self.changed_while_read = True  # shrank while read: the journal sends it again
             if track:
                 if block:
                     digests += xxhash.xxh3_64_digest(block)
