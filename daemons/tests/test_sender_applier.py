@@ -11,6 +11,7 @@ from osam.protocol import (Checkpoint, CheckpointAck, FileData, FileHole, FrameD
 from osam.receiver.applier import Applier, Refused
 from osam.receiver.checkpoint import CheckpointJournal
 from osam.receiver.store import ReplicaStore
+from osam.sentinel import reader
 from osam.sentinel.sender import BLOCK, DELTA_MIN, FileSender
 
 MiB = 1 << 20
@@ -37,20 +38,12 @@ def send(path, rel, applier, **kw):
 
 
 def data_ranges(path):
-    out, pos, size = [], 0, os.path.getsize(path)
+    """(offset, length) of each data extent, as the sentinel's reader sees them."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        while pos < size:
-            try:
-                start = os.lseek(fd, pos, os.SEEK_DATA)
-            except OSError:
-                break
-            end = os.lseek(fd, start, os.SEEK_HOLE)
-            out.append((start, end))
-            pos = end
+        return list(reader.data_ranges(fd, os.fstat(fd).st_size))
     finally:
         os.close(fd)
-    return out
 
 
 @pytest.fixture
@@ -74,7 +67,7 @@ def test_sparse_file_keeps_its_holes_and_sends_only_data(tmp_path, applier):
     replica = tmp_path / "replica" / "root" / "sparse.img"
     assert replica.read_bytes() == src.read_bytes()
     assert data_ranges(replica) == data_ranges(src)
-    assert sender.data_bytes == sum(e - s for s, e in data_ranges(src))
+    assert sender.data_bytes == sum(length for _, length in data_ranges(src))
     assert sender.hashes is not None and len(sender.hashes) == 40 * 8  # one digest per block
 
 
