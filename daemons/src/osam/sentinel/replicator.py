@@ -45,6 +45,11 @@ class Stats:
         self.bytes_sent = 0
         self.counted = False
 
+    def add_data(self, nbytes: int, *, after_full_sync: bool) -> None:
+        self.bytes_done += nbytes
+        if after_full_sync:  # changes are more work to do, not part of the surveyed total
+            self.bytes_total += nbytes
+
     def as_dict(self) -> dict:
         return {"files_done": self.files_done, "bytes_done": self.bytes_done,
                 "files_total": self.files_total, "bytes_total": self.bytes_total,
@@ -144,7 +149,7 @@ class Replicator:
                 link.queue(msg)
                 if isinstance(msg, FileData):
                     await link.maybe_flush()
-            self.stats.bytes_done += sender.data_bytes
+            self.stats.add_data(sender.data_bytes, after_full_sync=self.phase != "full_sync")
         finally:
             os.close(fd)
         self.stats.files_done += 1
@@ -161,7 +166,7 @@ class Replicator:
         for frame in encoded.frames:
             link.queue_frame(frame)
         await link.maybe_flush()
-        self.stats.bytes_done += encoded.data_bytes
+        self.stats.add_data(encoded.data_bytes, after_full_sync=False)
         self.stats.files_done += 1
         link.note_change(("put", row_from_stat(e.path, e.kind, st, encoded.hashes)))
 
