@@ -99,13 +99,13 @@ class Site:
         wait_for(lambda: self._port_open(self.gateway_port), 20, "the gateway")
         return self.gateway
 
-    def start_sentinel(self, name: str, root: Path, etc: Path = None, extra=()) -> Daemon:
+    def start_sentinel(self, name: str, root: Path, etc: Path = None, extra=(), state: Path = None) -> Daemon:
         run([VENV_BIN / "osam", "pki", "issue", str(self.pki), "--sentinel", name])
         etc = etc or self.base / f"etc-{name}"
         etc.mkdir(parents=True, exist_ok=True)
         d = self._daemon(f"sentinel-{name}", [
             VENV_BIN / "osam-sentinel", "--gateway", f"127.0.0.1:{self.gateway_port}", "--pki", self.pki,
-            "--name", name, "--root", root, "--state", self.base / f"state-{name}", "--etc", etc,
+            "--name", name, "--root", root, "--state", state or self.base / f"state-{name}", "--etc", etc,
             "--retry-min", "0.2", "--retry-max", "1", *extra])
         self.sentinels[name] = d
         return d

@@ -201,3 +201,22 @@ def test_two_guests_at_once_immediate_and_scheduled_across_a_receiver_restart(si
     assert switched >= at[:19]  # not before its time
     for name, tree in trees.items():
         assert diff_trees(tree, site.replica(name)) == [], name
+
+
+def test_the_sentinels_own_state_inside_the_root_is_never_replicated(site, disk_tmp_path):
+    src = disk_tmp_path / "guest"
+    make_rich_tree(src)
+    site.start_receiver()
+    site.start_gateway()
+    run_state = src / "var-lib-sentinel"  # as when --root / holds /var/lib/vmware-hcx-osam
+    site.start_sentinel("guest6", src, state=run_state)
+    wait_for(lambda: site.guest("guest6") and site.guest("guest6")["connected"], 30, "registration")
+    site.api("POST", "/v1/migrations", {"guest": "guest6", "switchover": "manual"})
+    site.wait_phase("guest6", "continuous_sync")
+    (src / "files" / "later").write_bytes(b"after the full sync")
+    wait_for(lambda: (site.replica("guest6") / "files" / "later").exists(), 30, "continuous sync")
+    site.api("POST", "/v1/migrations/guest6/switchover", {})
+    site.wait_phase("guest6", "completed", 60)
+    assert (run_state / "index.sqlite").exists()
+    assert not (site.replica("guest6") / "var-lib-sentinel").exists()
+    assert diff_trees(src, site.replica("guest6"), ignore=[b"var-lib-sentinel"]) == []

@@ -47,7 +47,7 @@ class Agent:
         self.config = config
         os.makedirs(opts.state, mode=0o700, exist_ok=True)
         self.index = Index(os.path.join(opts.state, "index.sqlite"))
-        self.replicator = Replicator(os.fsencode(opts.root), config, self.index)
+        self.replicator = Replicator(os.fsencode(opts.root), config, self.index, own_dirs=(opts.state,))
         self.ssl = client_context(opts.pki, "sentinel", opts.name)
         self.quiesce_report: Optional[dict] = None
         self.continuous: Optional[asyncio.Task] = None

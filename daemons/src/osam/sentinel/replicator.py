@@ -11,7 +11,7 @@ import time
 from collections import deque
 from typing import Deque, Optional
 
-from ..common.fsentry import DIRECTORY, REGULAR, FsEntry
+from ..common.fsentry import DIRECTORY, REGULAR, FsEntry, is_under
 from ..protocol import Delete, FileData, HardLink, Rename
 from .config import SentinelConfig
 from .datalink import DataLink
@@ -22,7 +22,7 @@ from .journal import open_journal
 from .prefetch import Prefetcher, open_for_read
 from .sender import DELTA_MIN, FileSender, entry_message
 from .survey import survey
-from .walk import local_mount_filter, walk, walk_key
+from .walk import local_mount_filter, relative_to, walk, walk_key
 
 log = logging.getLogger("osam.sentinel.replicator")
 
@@ -57,8 +57,11 @@ class Stats:
 
 
 class Replicator:
-    def __init__(self, root: bytes, config: SentinelConfig, index: Index):
+    def __init__(self, root: bytes, config: SentinelConfig, index: Index, own_dirs=()):
         self.root = os.path.abspath(os.fsencode(root))
+        # The sentinel's own state never travels: it would change with every acknowledgement.
+        self.own = tuple(rel for rel in (relative_to(os.path.abspath(os.fsencode(d)), self.root) for d in own_dirs)
+                         if rel is not None)
         self.config = config
         self.index = index
         self.mounts = local_mount_filter(self.root)
@@ -86,7 +89,8 @@ class Replicator:
     def drain_journal(self) -> None:
         now = time.monotonic()
         for ev in self.journal.read_events():
-            self.changes.record(ev, now)
+            if not (self.is_own(ev.path) or (ev.old_path is not None and self.is_own(ev.old_path))):
+                self.changes.record(ev, now)
         if self.changes:
             self.changes.changed.set()
 
@@ -97,6 +101,9 @@ class Replicator:
             self.index.apply([("put", row._replace(hashes=None, size=-1))])
         self.changes.dirty.setdefault(path, time.monotonic())
         self.changes.changed.set()
+
+    def is_own(self, path: bytes) -> bool:
+        return any(is_under(path, own) for own in self.own)
 
     # -- progress ------------------------------------------------------------------------
     def count_in_background(self) -> None:
@@ -204,7 +211,8 @@ class Replicator:
         window_bytes = 0
         prefetcher = Prefetcher(self.root)
         try:
-            walker = walk(self.root, start_after=cursor, mounts=self.mounts, on_error=self._walk_error)
+            walker = walk(self.root, start_after=cursor, mounts=self.mounts, skip=self.is_own,
+                          on_error=self._walk_error)
             for e, st in walker:
                 ahead = e.kind == REGULAR and prefetcher.wants(e, st)
                 window.append((e, st, prefetcher.submit(e, st, link.stream.link_bound) if ahead else None))
@@ -312,7 +320,9 @@ class Replicator:
         now = time.monotonic()
         seen = set()
         found = 0
-        skip = self.config.is_excluded if skip_excluded else None
+        def skip(path: bytes) -> bool:
+            return self.is_own(path) or (skip_excluded and self.config.is_excluded(path))
+
         for e, st in walk(self.root, mounts=self.mounts, skip=skip, on_error=self._walk_error):
             seen.add(e.path)
             row = self.index.get(e.path)
@@ -320,7 +330,7 @@ class Replicator:
                 self.changes.dirty.setdefault(e.path, now)
                 found += 1
         for row in self.index.all_rows():
-            if row.path not in seen and not (skip and skip(row.path)):
+            if row.path not in seen and not skip(row.path):
                 self.changes.dirty.setdefault(row.path, now)
                 found += 1
         self.changes.needs_verify = False
@@ -379,8 +389,8 @@ class Replicator:
             # A directory the replica never had: its contents may predate the journal's view.
             self.changes.new_subtrees.discard(path)
             skip = self.config.is_excluded if continuous else None
-            for ce, cst in walk(os.path.join(self.root, path), mounts=self.mounts, skip=None,
-                                on_error=self._walk_error):
+            for ce, cst in walk(os.path.join(self.root, path), mounts=self.mounts,
+                                skip=lambda rel: self.is_own(path + b"/" + rel), on_error=self._walk_error):
                 if not ce.path:
                     continue
                 ce.path = path + b"/" + ce.path
@@ -415,3 +425,4 @@ class Replicator:
             if (ost.st_dev, ost.st_ino) == (st.st_dev, st.st_ino):
                 link.queue(HardLink(other, path))
                 link.note_change(("put", row_from_stat(other, REGULAR, ost)), since)
+

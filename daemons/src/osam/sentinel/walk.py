@@ -104,7 +104,7 @@ def read_mountinfo(path: str = MOUNTINFO) -> List[Mount]:
         return parse_mountinfo(f.read())
 
 
-def _relative_to(path: bytes, root: bytes) -> Optional[bytes]:
+def relative_to(path: bytes, root: bytes) -> Optional[bytes]:
     """`path` relative to `root` (b"" for root itself), or None when outside it."""
     if root == b"/":
         return path.lstrip(b"/")
@@ -131,7 +131,7 @@ class LocalMountFilter:
         """Re-read the mount table (a mount appeared while walking)."""
         fstype_at = {}
         for mount in read_mountinfo(self._mountinfo):
-            rel = _relative_to(mount.mount_point, self.root)
+            rel = relative_to(mount.mount_point, self.root)
             if rel:  # the root's own file system is walked whatever its type
                 fstype_at[rel] = mount.fstype  # later lines stack on top of earlier ones
         self._set_table(fstype_at)
@@ -145,12 +145,12 @@ class LocalMountFilter:
     def rebased(self, root: Union[bytes, str]) -> "LocalMountFilter":
         """The same mount table seen from `root`, a directory below (or at) this root."""
         new_root = os.path.realpath(os.fsencode(root))
-        prefix = _relative_to(new_root, self.root)
+        prefix = relative_to(new_root, self.root)
         if prefix is None:
             return LocalMountFilter(new_root, self._mountinfo)
         table = {}
         for path, fstype in self._fstype_at.items():
-            below = _relative_to(path, prefix) if prefix else path
+            below = relative_to(path, prefix) if prefix else path
             if below:
                 table[below] = fstype
         view = object.__new__(LocalMountFilter)  # no need to read the mount table again
