@@ -162,12 +162,12 @@ class Replicator:
         self.stats.files_done += 1
         link.note_change(("put", row_from_stat(e.path, e.kind, st, sender.hashes)), since)
 
-    async def _emit(self, link: DataLink, e: FsEntry, st, fut, tracker: HardLinkTracker) -> None:
+    async def _emit(self, link: DataLink, e: FsEntry, st, slot, tracker: HardLinkTracker) -> None:
         """Send one walked entry, from what a prefetch thread encoded when there is that."""
-        if fut is None:
+        if slot is None:
             await self.send_entry(link, e, st, tracker)
             return
-        encoded = await fut
+        encoded = await slot.result()
         if encoded is None:
             return  # vanished since the walk
         for frame in encoded.frames:
@@ -215,12 +215,13 @@ class Replicator:
                           on_error=self._walk_error)
             for e, st in walker:
                 ahead = e.kind == REGULAR and prefetcher.wants(e, st)
-                window.append((e, st, prefetcher.submit(e, st, link.stream.link_bound) if ahead else None))
+                prefetcher.compress = link.stream.link_bound
+                window.append((e, st, prefetcher.add(e, st) if ahead else None))
                 window_bytes += e.size if ahead else 0
                 while window and (len(window) > WINDOW_ENTRIES or window_bytes > WINDOW_BYTES):
-                    e0, st0, fut = window.popleft()
-                    window_bytes -= e0.size if fut else 0
-                    await self._emit(link, e0, st0, fut, tracker)
+                    e0, st0, slot = window.popleft()
+                    window_bytes -= e0.size if slot else 0
+                    await self._emit(link, e0, st0, slot, tracker)
                     entries += 1
                     now = time.monotonic()
                     if (entries >= CHECKPOINT_ENTRIES or self.stats.bytes_done - data_mark >= CHECKPOINT_BYTES
@@ -228,12 +229,12 @@ class Replicator:
                         await link.checkpoint(e0.path, self.stats.as_dict())
                         entries, data_mark, last = 0, self.stats.bytes_done, now
             while window:
-                e0, st0, fut = window.popleft()
-                await self._emit(link, e0, st0, fut, tracker)
+                e0, st0, slot = window.popleft()
+                await self._emit(link, e0, st0, slot, tracker)
         finally:
-            for _, _, fut in window:
-                if fut:
-                    fut.cancel()
+            for _, _, slot in window:
+                if slot:
+                    slot.cancel()
             prefetcher.close()
         # Changes to entries walked before this process started were never watched.
         self.changes.needs_verify = not self.watching_since_sync_start
