@@ -313,6 +313,7 @@ class ReplicaStore:
         self._counter = itertools.count()
         self._dir_mtimes: Dict[bytes, int] = {}     # wanted mtime of each applied directory
         self._dirty: Set[bytes] = set()             # applied directories changed since
+        self._dir_cache: Optional[Tuple[Parts, int]] = None  # see _cached_dir
         self._lock_fd = self._staging_fd = self._root_fd = -1
         try:
             self._lock_fd = os.open(os.path.join(self.replica_dir, "lock"),
@@ -340,6 +341,7 @@ class ReplicaStore:
             raise StoreError(f"{path}: not a usable directory ({exc.strerror})") from None
 
     def close(self) -> None:
+        self._drop_dir_cache()
         for attr in ("_staging_fd", "_root_fd", "_lock_fd"):
             fd = getattr(self, attr)
             if fd >= 0:
@@ -565,8 +567,26 @@ class ReplicaStore:
             os.unlink(staged, dir_fd=self._staging_fd)
 
     def _install(self, staged: bytes, parts: Parts) -> None:
-        with self._parent(parts) as (parent, name):
-            self._install_at(parent, name, staged, parts)
+        if len(parts) == 1:
+            self._install_at(self._root_fd, parts[0], staged, parts)
+        else:
+            self._install_at(self._cached_dir(parts[:-1]), parts[-1], staged, parts)
+
+    def _cached_dir(self, parts: Parts) -> int:
+        """The fd of directory `parts`, kept open while files land in it one after another
+        (a walk sends a directory's files together), so each costs one lookup, not one per
+        path component. Dropped whenever that directory or one above it is moved or removed."""
+        if self._dir_cache is not None and self._dir_cache[0] == parts:
+            return self._dir_cache[1]
+        fd = self._open_dir(parts)
+        self._drop_dir_cache()
+        self._dir_cache = (parts, fd)
+        return fd
+
+    def _drop_dir_cache(self, under: Optional[bytes] = None) -> None:
+        if self._dir_cache is not None and (under is None or _is_under(_join(self._dir_cache[0]), under)):
+            os.close(self._dir_cache[1])
+            self._dir_cache = None
 
     def _install_at(self, parent: int, name: bytes, staged: bytes, parts: Parts) -> None:
         try:
@@ -641,12 +661,14 @@ class ReplicaStore:
 
     def _forget_dirs(self, parts: Parts) -> None:
         prefix = _join(parts)
+        self._drop_dir_cache(under=prefix)
         for key in [k for k in self._dir_mtimes if _is_under(k, prefix)]:
             del self._dir_mtimes[key]
             self._dirty.discard(key)
 
     def _move_dirs(self, old: Parts, new: Parts) -> None:
         old_prefix, new_prefix = _join(old), _join(new)
+        self._drop_dir_cache(under=old_prefix)
         for key in [k for k in self._dir_mtimes if _is_under(k, old_prefix)]:
             moved = new_prefix + key[len(old_prefix):]
             self._dir_mtimes[moved] = self._dir_mtimes.pop(key)

@@ -51,6 +51,14 @@ class ChangeSet:
         else:
             self.mark(ev.path, now)
 
+    def moved_name(self, path: bytes):
+        """Where renames not yet sent move `path` to, or None when none covers it."""
+        name = path
+        for old, new, _ in self.renames:
+            if is_under(name, old):
+                name = new + name[len(old):]
+        return name if name != path else None
+
     def oldest(self):
         """When the oldest change still waiting was first seen, or None."""
         return min(list(self.dirty.values()) + [t for _, _, t in self.renames], default=None)

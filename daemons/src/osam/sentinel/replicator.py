@@ -376,6 +376,13 @@ class Replicator:
     async def _send_path(self, link: DataLink, path: bytes, since: float, tracker: HardLinkTracker,
                          continuous: bool) -> None:
         e, st = self._stat(path)
+        if e is None and self.journal is not None:
+            # Gone, or moved away: a rename is queued in the journal by the time lstat fails.
+            self.drain_journal()
+            moved = self.changes.moved_name(path)
+            if moved is not None:
+                self.changes.dirty.setdefault(moved, since)
+                return
         if e is None:
             link.queue(Delete(path))
             link.note_change(("delete", path), since)
