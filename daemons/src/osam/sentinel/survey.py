@@ -18,6 +18,7 @@ def survey(root: bytes, is_foreign_mount: Callable[[bytes], bool], threads: int 
     cond = threading.Condition()
     busy = [0]
     totals = [1, 0]
+    linked = set()   # (dev, ino) of files with several names: their data travels once
 
     def visit(rel: bytes) -> List[bytes]:
         files = size = 0
@@ -29,6 +30,11 @@ def survey(root: bytes, is_foreign_mount: Callable[[bytes], bool], threads: int 
                 files += 1
                 st = de.stat(follow_symlinks=False)
                 if stat.S_ISREG(st.st_mode):
+                    if st.st_nlink > 1:
+                        with cond:
+                            if (st.st_dev, st.st_ino) in linked:
+                                continue
+                            linked.add((st.st_dev, st.st_ino))
                     size += min(st.st_size, st.st_blocks * 512)
                 elif stat.S_ISDIR(st.st_mode):
                     child = rel + b"/" + de.name if rel else de.name
