@@ -1,6 +1,7 @@
 """End to end: three real daemons on loopback with real mutual TLS migrate a tree holding every
 file kind, through full, continuous and final sync, and the replica is proven identical."""
 import json
+import os
 import time
 
 import pytest
@@ -220,3 +221,38 @@ def test_the_sentinels_own_state_inside_the_root_is_never_replicated(site, disk_
     assert (run_state / "index.sqlite").exists()
     assert not (site.replica("guest6") / "var-lib-sentinel").exists()
     assert diff_trees(src, site.replica("guest6"), ignore=[b"var-lib-sentinel"]) == []
+
+
+def test_a_full_replica_disk_shows_on_the_migration_and_the_sync_resumes_once_space_is_freed(disk_tmp_path):
+    """The receiver's data on a small file system of its own (a loop-mounted image)."""
+    import subprocess
+    image, mnt = disk_tmp_path / "data.img", disk_tmp_path / "data-fs"
+    mnt.mkdir()
+    subprocess.run(["truncate", "-s", "96M", str(image)], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
+    subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], check=True)
+    site = Site(disk_tmp_path / "site")
+    try:
+        site.data = mnt / "data"
+        filler = mnt / "filler"
+        free = os.statvfs(mnt).f_bavail * os.statvfs(mnt).f_frsize
+        subprocess.run(["fallocate", "-l", str(free - (8 << 20)), str(filler)], check=True)
+        src = disk_tmp_path / "guest"
+        src.mkdir()
+        for i in range(12):
+            (src / f"blob{i:02d}").write_bytes(os.urandom(2 << 20))
+        site.start_all("guest7", src)
+        site.api("POST", "/v1/migrations", {"guest": "guest7", "switchover": "manual"})
+        m = wait_for(lambda: (lambda m: m if m["last_error"] else None)(site.migration("guest7")), 60,
+                     "the full disk to show on the migration")
+        assert "No space left" in m["last_error"] and m["phase"] == "full_sync"
+        replica = site.replica("guest7")
+        for path in replica.rglob("blob*"):  # whatever landed is whole
+            assert path.read_bytes() == (src / path.name).read_bytes(), path
+        filler.unlink()
+        site.wait_phase("guest7", "continuous_sync", 120)
+        assert site.migration("guest7")["last_error"] is None
+        assert diff_trees(src, replica) == []
+    finally:
+        site.stop_all()
+        subprocess.run(["umount", "-l", str(mnt)], check=False)

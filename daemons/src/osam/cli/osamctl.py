@@ -276,6 +276,7 @@ def migration_details(m: Dict[str, Any]) -> str:
         + f", {m.get('files_done') or 0} of {m.get('files_total') or '-'} files",
         f"rate:        {_rate(m)}   eta: {human_duration(m.get('eta'))}   lag: {_lag(m)}",
         f"last sync:   {m.get('last_sync_at') or '-'}",
+        *([f"last error:  {m['last_error']} ({m.get('last_error_at')})"] if m.get("last_error") else []),
         "history:",
     ]
     for step in m.get("history", []):

@@ -181,6 +181,18 @@ class Controller:
             self._store.update_migration(row["id"], **fields)
             return self._migration_dict(self._store.latest_migration(name))
 
+    def note_error(self, name: str, message: Optional[str]) -> None:
+        """Record what went wrong while the migration carries on (a full replica disk, say);
+        None clears it once things work again. Ended migrations keep what they had."""
+        check_guest_name(name)
+        message = _check_reason(message) if message is not None else None
+        with self._lock, self._store.transaction():
+            row = self._store.latest_migration(name)
+            if row is None or phases.is_terminal(row["phase"]) or row["last_error"] == message:
+                return
+            self._store.update_migration(row["id"], last_error=message,
+                                         last_error_at=self._clock() if message else None)
+
     # -- queries --------------------------------------------------------------------------
     def migration(self, name: str) -> Optional[Dict[str, Any]]:
         """The active migration of a guest, else its latest one, else None."""
@@ -253,6 +265,8 @@ class Controller:
             "last_sync_at": iso(row["last_sync_at"]),
             "lag": row["lag"],
             "lag_at_switchover": row["lag_at_switchover"],
+            "last_error": row["last_error"],
+            "last_error_at": iso(row["last_error_at"]),
             "created": iso(row["created"]),
             "updated": iso(row["updated"]),
             "history": history,

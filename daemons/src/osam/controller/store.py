@@ -43,7 +43,9 @@ CREATE TABLE IF NOT EXISTS migrations (
     sample_at             REAL,
     last_sync_at          REAL,
     lag                   REAL,               -- seconds the replica is behind the source
-    lag_at_switchover     REAL
+    lag_at_switchover     REAL,
+    last_error            TEXT,               -- what last went wrong without failing the migration
+    last_error_at         REAL
 );
 -- One active migration per guest, enforced by the database as well as the controller.
 CREATE UNIQUE INDEX IF NOT EXISTS migrations_one_active
@@ -64,6 +66,7 @@ MIGRATION_COLUMNS = frozenset({
     "phase", "phase_since", "switchover", "switchover_at", "switchover_requested", "reason",
     "updated", "bytes_done", "bytes_total", "files_done", "files_total", "rate", "eta",
     "sample_bytes", "sample_at", "last_sync_at", "lag", "lag_at_switchover",
+    "last_error", "last_error_at",
 })
 
 

@@ -121,6 +121,7 @@ class GuestSession:
         result: CommandResult = await fut
         if not result.ok:
             raise RuntimeError(f"{action} failed on the guest: {result.detail.get('error', result.detail)}")
+        self.controller.note_error(self.name, None)  # it worked: whatever went wrong is over
         return result.detail
 
     # -- data channel --------------------------------------------------------------------
@@ -167,6 +168,7 @@ class GuestSession:
                 self.data_task = None
 
     async def _report_failure(self, stream: FramedStream, exc: BaseException) -> None:
+        self.controller.note_error(self.name, f"replica: {exc}"[:1000])
         if isinstance(exc, Refused):
             log.warning("guest %s: refused data: %s", self.name, exc)
             await stream.send(Error("refused", str(exc)))
