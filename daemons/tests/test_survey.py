@@ -22,3 +22,11 @@ def test_foreign_mounts_are_not_entered(tmp_path):
     (tmp_path / "mnt" / "inside").write_bytes(b"z" * 100)
     entries, data = survey(os.fsencode(tmp_path), lambda rel: rel == b"mnt")
     assert (entries, data) == (2, 0)
+
+
+def test_totals_of_a_whole_file_system_come_from_statvfs():
+    from osam.sentinel.survey import totals_from_file_systems
+    entries, used = totals_from_file_systems(b"/", [])
+    st = os.statvfs("/")
+    assert entries == st.f_files - st.f_ffree and entries > 1000
+    assert used == (st.f_blocks - st.f_bfree) * st.f_frsize

@@ -21,7 +21,7 @@ from .changes import ChangeSet
 from .journal import open_journal
 from .prefetch import Prefetcher, open_for_read
 from .sender import DELTA_MIN, FileSender, entry_message
-from .survey import survey
+from .survey import survey, totals_from_file_systems
 from .walk import local_mount_filter, relative_to, walk, walk_key
 
 log = logging.getLogger("osam.sentinel.replicator")
@@ -109,6 +109,13 @@ class Replicator:
     def count_in_background(self) -> None:
         """Totals for progress and ETA, surveyed beside the sync (which also warms the cache)."""
         stats = self.stats
+
+        if os.path.ismount(self.root):  # a whole file system, "/" most often: ask it
+            local = [rel for rel in self.mounts.known if rel not in self.mounts.foreign
+                     and not any(is_under(rel, f) for f in self.mounts.foreign)]
+            stats.files_total, stats.bytes_total = totals_from_file_systems(self.root, local)
+            stats.counted = True
+            return
 
         def count():
             stats.files_total, stats.bytes_total = survey(self.root, self.mounts.is_foreign_mount)
