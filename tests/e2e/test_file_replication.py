@@ -21,6 +21,15 @@ def site(disk_tmp_path):
         s.stop_all()
 
 
+def rich_guest(base, sync_params: str):
+    """A rich source tree and a sentinel --etc holding these sync.params."""
+    src, etc = base / "guest", base / "etc"
+    make_rich_tree(src)
+    (etc / "etc").mkdir(parents=True)
+    (etc / "etc" / "sync.params").write_text(sync_params)
+    return src, etc
+
+
 def replica_matches(src, replica, ignore=()):
     return not diff_trees(src, replica, ignore=ignore)
 
@@ -134,11 +143,7 @@ def test_link_cut_during_continuous_sync_loses_nothing(site, disk_tmp_path):
 def test_changes_made_while_the_sentinel_was_down_reach_the_replica(site, disk_tmp_path):
     """A restarted sentinel cannot know what its journal missed: it walks and compares (and
     final_verify=yes makes the final sync walk the whole tree as well)."""
-    src = disk_tmp_path / "guest"
-    make_rich_tree(src)
-    etc = disk_tmp_path / "etc"
-    (etc / "etc").mkdir(parents=True)
-    (etc / "etc" / "sync.params").write_text("final_verify=yes\n")
+    src, etc = rich_guest(disk_tmp_path, "final_verify=yes\n")
     site.start_all("guest4", src, etc)
     site.api("POST", "/v1/migrations", {"guest": "guest4", "switchover": "manual"})
     site.wait_phase("guest4", "continuous_sync")
@@ -157,11 +162,7 @@ def test_link_down_beyond_max_retry_interval_fails_the_migration(disk_tmp_path):
     try:
         site.start_receiver(env={"OSAM_LINK_TIME_SCALE": "0.001"})
         site.start_gateway()
-        src = disk_tmp_path / "guest"
-        make_rich_tree(src)
-        etc = disk_tmp_path / "etc"
-        (etc / "etc").mkdir(parents=True)
-        (etc / "etc" / "sync.params").write_text("max_retry_interval=1\n")
+        src, etc = rich_guest(disk_tmp_path, "max_retry_interval=1\n")
         site.start_sentinel("guest5", src, etc)
         wait_for(lambda: site.guest("guest5"), 30, "registration")
         site.api("POST", "/v1/migrations", {"guest": "guest5", "switchover": "manual"})
