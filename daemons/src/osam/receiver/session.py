@@ -168,16 +168,17 @@ class GuestSession:
                 self.data_task = None
 
     async def _report_failure(self, stream: FramedStream, exc: BaseException) -> None:
-        self.controller.note_error(self.name, f"replica: {exc}"[:1000])
         if isinstance(exc, Refused):
-            log.warning("guest %s: refused data: %s", self.name, exc)
-            await stream.send(Error("refused", str(exc)))
+            code, message = "refused", f"refused data from the guest: {exc}"
+            log.warning("guest %s: %s", self.name, message)
         elif isinstance(exc, (OSError, StoreError)):
-            log.error("guest %s: cannot write the replica: %s", self.name, exc)
-            await stream.send(Error("replica", f"cannot write the replica: {exc}"))
+            code, message = "replica", f"cannot write the replica: {exc}"
+            log.error("guest %s: %s", self.name, message)
         else:
-            log.error("guest %s: applying data failed", self.name, exc_info=exc)
-            await stream.send(Error("internal", f"{type(exc).__name__}: {exc}"))
+            code, message = "internal", f"applying data failed: {type(exc).__name__}: {exc}"
+            log.error("guest %s: %s", self.name, message, exc_info=exc)
+        self.controller.note_error(self.name, message[:1000])
+        await stream.send(Error(code, message))
 
     @staticmethod
     async def _ack_after(prev, durable, stream: FramedStream) -> None:
@@ -193,7 +194,7 @@ class GuestSession:
             while True:
                 m = self.controller.migration(self.name)
                 phase = m["phase"] if m else None
-                if phase in (None,) or phases.is_terminal(phase):
+                if phase is None or phases.is_terminal(phase):
                     await asyncio.sleep(POLL)
                     continue
                 await asyncio.wait_for(self.data_ready.wait(), CONTROL_SILENCE)

@@ -110,7 +110,6 @@ class Agent:
             self.link = DataLink(data, self.index, self.replicator.resend)
             log.info("registered as %s (phase %s)", welcome.guest, welcome.phase)
             service.notify_status(f"registered, phase {welcome.phase}")
-            self.control = control
             reporter = asyncio.ensure_future(self._report(control))
             try:
                 await self._serve_commands(control)
@@ -126,9 +125,12 @@ class Agent:
             await control.close()
 
     async def _report(self, control: FramedStream) -> None:
-        while True:
-            await asyncio.sleep(PROGRESS_EVERY)
-            await control.send(Progress(self.replicator.progress(self.link)))
+        try:
+            while True:
+                await asyncio.sleep(PROGRESS_EVERY)
+                await control.send(Progress(self.replicator.progress(self.link)))
+        except LinkClosed:
+            pass  # the command loop notices the same loss and reconnects
 
     async def _serve_commands(self, control: FramedStream) -> None:
         running = set()
