@@ -22,26 +22,23 @@ class Encoded(NamedTuple):
     hashes: Optional[bytes]
 
 
+_GONE = (errno.ENOENT, errno.ELOOP, errno.ENOTDIR)
+
+
 def open_for_read(path: bytes) -> Optional[int]:
-    """A read-only fd that does not follow a final symlink; None when the file is gone."""
+    """A read-only fd that does not follow a final symlink; None when the file is gone or was
+    replaced since the walk (the journal reports what came instead)."""
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-    try:
-        return os.open(path, flags | os.O_NOATIME)
-    except OSError as exc:
-        if exc.errno == errno.EPERM:  # O_NOATIME on a file we do not own
-            return open_for_read_plain(path, flags)
-        if exc.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
-            return None  # gone or replaced since the walk: the journal reports what came instead
-        raise
-
-
-def open_for_read_plain(path: bytes, flags: int) -> Optional[int]:
-    try:
-        return os.open(path, flags)
-    except OSError as exc:
-        if exc.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
-            return None
-        raise
+    for extra in (os.O_NOATIME, 0):
+        try:
+            return os.open(path, flags | extra)
+        except OSError as exc:
+            if exc.errno == errno.EPERM and extra:  # O_NOATIME on a file we do not own
+                continue
+            if exc.errno in _GONE:
+                return None
+            raise
+    return None
 
 
 def encode_file(path: bytes, entry: FsEntry, allocated: int, compress: bool) -> Optional[Encoded]:
