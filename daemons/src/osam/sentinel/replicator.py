@@ -4,6 +4,7 @@ file is read, or after it was sent, is sent again by the next pass."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import threading
@@ -111,8 +112,7 @@ class Replicator:
         stats = self.stats
 
         if os.path.ismount(self.root):  # a whole file system, "/" most often: ask it
-            local = [rel for rel in self.mounts.known if rel not in self.mounts.foreign
-                     and not any(is_under(rel, f) for f in self.mounts.foreign)]
+            local = [rel for rel in self.mounts.known - self.mounts.foreign if self.mounts(rel)]
             stats.files_total, stats.bytes_total = totals_from_file_systems(self.root, local)
             stats.counted = True
             return
@@ -220,12 +220,14 @@ class Replicator:
         try:
             walker = walk(self.root, start_after=cursor, mounts=self.mounts, skip=self.is_own,
                           on_error=self._walk_error)
-            for e, st in walker:
-                ahead = e.kind == REGULAR and prefetcher.wants(e, st)
-                prefetcher.compress = link.stream.link_bound
-                window.append((e, st, prefetcher.add(e, st) if ahead else None))
-                window_bytes += e.size if ahead else 0
-                while window and (len(window) > WINDOW_ENTRIES or window_bytes > WINDOW_BYTES):
+            for item in itertools.chain(walker, [None]):  # None: the walk is over, drain the window
+                if item is not None:
+                    e, st = item
+                    ahead = e.kind == REGULAR and prefetcher.wants(e, st)
+                    prefetcher.compress = link.stream.link_bound
+                    window.append((e, st, prefetcher.add(e, st) if ahead else None))
+                    window_bytes += e.size if ahead else 0
+                while window and (item is None or len(window) > WINDOW_ENTRIES or window_bytes > WINDOW_BYTES):
                     e0, st0, slot = window.popleft()
                     window_bytes -= e0.size if slot else 0
                     await self._emit(link, e0, st0, slot, tracker)
@@ -235,9 +237,6 @@ class Replicator:
                             or now - last >= CHECKPOINT_SECONDS):
                         await link.checkpoint(e0.path, self.stats.as_dict())
                         entries, data_mark, last = 0, self.stats.bytes_done, now
-            while window:
-                e0, st0, slot = window.popleft()
-                await self._emit(link, e0, st0, slot, tracker)
         finally:
             for _, _, slot in window:
                 if slot:
@@ -245,6 +244,9 @@ class Replicator:
             prefetcher.close()
         # Changes to entries walked before this process started were never watched.
         self.changes.needs_verify = not self.watching_since_sync_start
+        return await self._end(link, sync_id)
+
+    async def _end(self, link: DataLink, sync_id: int) -> dict:
         self.stats.bytes_sent = link.stream.bytes_out
         return await link.end(sync_id, self.stats.as_dict())
 
@@ -304,8 +306,7 @@ class Replicator:
             await asyncio.sleep(DEBOUNCE)
             await self.send_changes(link, continuous=True)
         await self.send_changes(link, continuous=True)
-        self.stats.bytes_sent = link.stream.bytes_out
-        return await link.end(sync_id, self.stats.as_dict())
+        return await self._end(link, sync_id)
 
     async def final_sync(self, link: DataLink, sync_id: int, verify: bool = False) -> dict:
         """After quiesce: what the journal saw since the last pass, plus the excluded paths."""
@@ -320,14 +321,14 @@ class Replicator:
             self.changes.dirty.setdefault(p, t)
         self.changes.deferred.clear()
         await self.send_changes(link, continuous=False)
-        self.stats.bytes_sent = link.stream.bytes_out
-        return await link.end(sync_id, self.stats.as_dict())
+        return await self._end(link, sync_id)
 
     def verify_walk(self, *, skip_excluded: bool) -> int:
         """Compare the tree with what the replica acknowledged; queue every difference."""
         now = time.monotonic()
         seen = set()
         found = 0
+
         def skip(path: bytes) -> bool:
             return self.is_own(path) or (skip_excluded and self.config.is_excluded(path))
 
