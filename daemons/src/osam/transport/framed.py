@@ -59,22 +59,24 @@ class FramedStream:
     def queue_frame(self, frame: bytes) -> None:
         """Buffer a frame encoded elsewhere."""
         if len(frame) >= LARGE_FRAME:
-            if self._small:
-                self._chunks.append(bytes(self._small))
-                self._small.clear()
+            self._seal_small()
             self._chunks.append(frame)
         else:
             self._small += frame
         self._queued += len(frame)
 
-    async def maybe_flush(self) -> None:
-        if self._queued + len(self._small) >= FLUSH_AT:
-            await self.flush()
-
-    async def flush(self) -> None:
+    def _seal_small(self) -> None:
+        """Small frames so far become one chunk, keeping their place before what follows."""
         if self._small:
             self._chunks.append(bytes(self._small))
             self._small.clear()
+
+    async def maybe_flush(self) -> None:
+        if self._queued >= FLUSH_AT:  # every queued byte, small frames included
+            await self.flush()
+
+    async def flush(self) -> None:
+        self._seal_small()
         if self._chunks:
             chunks, self._chunks, self._queued = self._chunks, [], 0
             size = sum(len(c) for c in chunks)
