@@ -87,16 +87,21 @@ class _RegistrationWatch:
         self.name, self.on_register = name, on_register
         self.decoder: Optional[FrameDecoder] = FrameDecoder()
 
+    @property
+    def done(self) -> bool:
+        return self.decoder is None
+
     def feed(self, data: bytes) -> None:
+        """Read the first frame; after it, or after anything malformed, watch no more (the
+        receiver says what is wrong with a bad stream)."""
         try:
             frames = self.decoder.feed(data)
+            if frames:
+                self.decoder = None
+                msg = decode(frames[0])
+                if isinstance(msg, Register):
+                    self.on_register(self.name, msg)
         except ProtocolError:
-            self.decoder = None  # the receiver will say what is wrong with it
-            return
-        if frames:
-            msg = decode(frames[0]) if frames else None
-            if isinstance(msg, Register):
-                self.on_register(self.name, msg)
             self.decoder = None
 
 
@@ -106,11 +111,8 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, watc
             data = await reader.read(CHUNK)
             if not data:
                 break
-            if watch is not None and watch.decoder is not None:
-                try:
-                    watch.feed(data)
-                except ProtocolError:
-                    watch.decoder = None
+            if watch is not None and not watch.done:
+                watch.feed(data)
             writer.write(data)
             await writer.drain()
     except (ConnectionError, OSError):
