@@ -65,7 +65,7 @@ def guest_path(prefix, name, suffix=''):
 
 class OsamClient(object):
     def __init__(self, api_url, api_token, ca_cert=None, client_cert=None, client_key=None,
-                 validate_certs=True, timeout=30, retries=RETRIES, backoff=BACKOFF, sleep=time.sleep):
+                 validate_certs=True, timeout=30, retries=RETRIES, backoff=BACKOFF, sleep=None):
         if not api_url or not api_url.startswith(('https://', 'http://')):
             raise ApiError('api_url must be an https:// URL, got %r' % (api_url,))
         for option, path in (('ca_cert', ca_cert), ('client_cert', client_cert), ('client_key', client_key)):
@@ -80,7 +80,7 @@ class OsamClient(object):
         self.timeout = timeout
         self.retries = max(1, retries)
         self.backoff = backoff
-        self._sleep = sleep
+        self._sleep = sleep or time.sleep
 
     @classmethod
     def from_params(cls, params, **kwargs):
@@ -119,7 +119,8 @@ class OsamClient(object):
                     pause *= 2
                     continue
                 tried = ' (tried %d times)' % attempt if attempt > 1 else ''
-                raise ApiError('%s %s: %s%s' % (method, url, failure.reason, tried), method, url)
+                hint = '' if self.client_cert else _NO_CLIENT_CERT
+                raise ApiError('%s %s: %s%s%s' % (method, url, failure.reason, tried, hint), method, url)
             if status >= 500 and not last:
                 self._sleep(pause)
                 pause *= 2
@@ -163,6 +164,8 @@ class OsamClient(object):
         return ApiError(message, method, url, status, error)
 
 
+_NO_CLIENT_CERT = ('; no client_cert was given, and the receiver closes connections that do not '
+                   'show a certificate of the site (admin.crt and admin.key)')
 _STATUS_HINTS = {401: 'unauthorized', 403: 'forbidden', 404: 'not found', 409: 'conflict'}
 _STATUS_ADVICE = {
     401: ' (check api_token: it must be the content of the site\'s api-token file)',

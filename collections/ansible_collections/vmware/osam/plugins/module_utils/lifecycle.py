@@ -113,8 +113,9 @@ class WaitFailed(Exception):
         self.migration = migration
 
 
-def wait_for_phase(client, guest, wanted, timeout, interval, clock=time.monotonic, sleep=time.sleep):
+def wait_for_phase(client, guest, wanted, timeout, interval, clock=None, sleep=None):
     """Poll the guest's migration until it reaches `wanted`; WaitFailed when it fails or time runs out."""
+    clock, sleep = clock or time.monotonic, sleep or time.sleep
     deadline = clock() + timeout
     while True:
         migration = client.get(migration_path(guest))

@@ -360,7 +360,7 @@ def main():
         module.fail_json(msg='wait goes only with state=present')
     mode, when = wanted_switchover(module)
     client = module.client
-    action = 'none'
+    action, done = 'none', False
     try:
         current = client.get(migration_path(guest), missing_ok=True)
         action, warning = plan(module, current, mode, when)
@@ -373,13 +373,14 @@ def main():
         migration = current
         if action != 'none' and not module.check_mode:
             migration = carry_out(module, action, guest, mode)
+            done = True
         if wait and not module.check_mode:
             migration = wait_for_phase(client, guest, wait, module.params['wait_timeout'],
                                        module.params['poll_interval'])
     except ApiError as error:
-        module.fail_api(error, changed=action != 'none', action=action)
+        module.fail_api(error, changed=done, action=action)
     except WaitFailed as failure:
-        module.fail_json(msg=failure.message, changed=action != 'none', action=action,
+        module.fail_json(msg=failure.message, changed=done, action=action,
                          migration=with_percent(failure.migration))
 
     result = dict(changed=action != 'none', action=action, migration=with_percent(migration))

@@ -211,7 +211,7 @@ def main():
         module.fail_json(msg='wait goes only with state=started or state=scheduled')
     when = wanted_time(module)
     client = module.client
-    action = 'none'
+    action, done = 'none', False
     try:
         current = client.get(migration_path(guest))
         try:
@@ -225,13 +225,14 @@ def main():
             else:
                 body = dict(at=module.params['switchover_at'].strip()) if action == 'scheduled' else None
                 migration = client.post(migration_path(guest, '/switchover'), body)
+            done = True
         if wait and not module.check_mode and migration['phase'] != COMPLETED:
             migration = wait_for_phase(client, guest, COMPLETED, module.params['wait_timeout'],
                                        module.params['poll_interval'])
     except ApiError as error:
-        module.fail_api(error, changed=action != 'none', action=action)
+        module.fail_api(error, changed=done, action=action)
     except WaitFailed as failure:
-        module.fail_json(msg=failure.message, changed=action != 'none', action=action,
+        module.fail_json(msg=failure.message, changed=done, action=action,
                          migration=with_percent(failure.migration))
 
     result = dict(changed=action != 'none', action=action, migration=with_percent(migration))
