@@ -144,7 +144,7 @@ EXAMPLES = r'''
 '''
 
 RETURN = r'''
-action:
+operation:
   description:
     - What the task did (or would do in check mode) - V(none), V(started), V(switchover_cancelled),
       V(switchover_requested), V(switchover_scheduled) or V(aborted).
@@ -282,7 +282,7 @@ def switchover_matches(migration, mode, when):
 
 
 def plan(module, current, mode, when):
-    """(action, warning or None) for the wanted state and the current migration."""
+    """(operation, warning or None) for the wanted state and the current migration."""
     if module.params['state'] == 'absent':
         return ('aborted' if current and current['active'] else 'none'), None
     if current is None or current['phase'] == FAILED:
@@ -298,20 +298,20 @@ def plan(module, current, mode, when):
             'scheduled': 'switchover_scheduled'}[mode], None
 
 
-def carry_out(module, action, guest, mode):
+def carry_out(module, operation, guest, mode):
     """Send the change; returns the migration the receiver answers with."""
     client = module.client
     at = module.params['switchover_at']
-    if action == 'started':
+    if operation == 'started':
         body = dict(guest=guest, switchover=API_MODE[mode])
         if at is not None:
             body['at'] = at.strip()
         return client.post('/v1/migrations', body)
-    if action == 'aborted':
+    if operation == 'aborted':
         return client.post(migration_path(guest, '/abort'))
-    if action == 'switchover_cancelled':
+    if operation == 'switchover_cancelled':
         return client.delete(migration_path(guest, '/switchover'))
-    if action == 'switchover_requested':
+    if operation == 'switchover_requested':
         return client.post(migration_path(guest, '/switchover'))
     return client.post(migration_path(guest, '/switchover'), dict(at=at.strip()))
 
@@ -323,17 +323,17 @@ def view(migration):
     return dict(phase=migration['phase'], **switchover_settings(migration))
 
 
-def predicted(current, action, mode, when):
-    """The diff's "after" for the action."""
-    if action == 'none':
+def predicted(current, operation, mode, when):
+    """The diff's "after" for the operation."""
+    if operation == 'none':
         return view(current)
-    if action == 'aborted':
+    if operation == 'aborted':
         return None
-    if action == 'started':
+    if operation == 'started':
         return dict(phase='registered', switchover=API_MODE[mode], switchover_at=api_time(when),
                     switchover_requested=False)
     after = view(current)
-    if action == 'switchover_requested':
+    if operation == 'switchover_requested':
         after['switchover_requested'] = True
     else:
         after.update(switchover=API_MODE[mode], switchover_at=api_time(when), switchover_requested=False)
@@ -360,32 +360,32 @@ def main():
         module.fail_json(msg='wait goes only with state=present')
     mode, when = wanted_switchover(module)
     client = module.client
-    action, done = 'none', False
+    operation, done = 'none', False
     try:
         current = client.get(migration_path(guest), missing_ok=True)
-        action, warning = plan(module, current, mode, when)
+        operation, warning = plan(module, current, mode, when)
         if warning:
             module.warn(warning)
-        if action == 'started' and module.check_mode:
+        if operation == 'started' and module.check_mode:
             # What the POST would say for a guest the receiver does not know.
             if client.get(guest_path('/v1/guests', guest), missing_ok=True) is None:
                 module.fail_json(msg='guest %s is not registered with the receiver' % guest)
         migration = current
-        if action != 'none' and not module.check_mode:
-            migration = carry_out(module, action, guest, mode)
+        if operation != 'none' and not module.check_mode:
+            migration = carry_out(module, operation, guest, mode)
             done = True
         if wait and not module.check_mode:
             migration = wait_for_phase(client, guest, wait, module.params['wait_timeout'],
                                        module.params['poll_interval'])
     except ApiError as error:
-        module.fail_api(error, changed=done, action=action)
+        module.fail_api(error, changed=done, operation=operation)
     except WaitFailed as failure:
-        module.fail_json(msg=failure.message, changed=done, action=action,
+        module.fail_json(msg=failure.message, changed=done, operation=operation,
                          migration=with_percent(failure.migration))
 
-    result = dict(changed=action != 'none', action=action, migration=with_percent(migration))
+    result = dict(changed=operation != 'none', operation=operation, migration=with_percent(migration))
     if module._diff:
-        result['diff'] = dict(before=view(current), after=predicted(current, action, mode, when))
+        result['diff'] = dict(before=view(current), after=predicted(current, operation, mode, when))
     module.exit_json(**result)
 
 

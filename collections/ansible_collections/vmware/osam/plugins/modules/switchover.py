@@ -97,7 +97,7 @@ EXAMPLES = r'''
 '''
 
 RETURN = r'''
-action:
+operation:
   description: What the task did (or would do in check mode) - V(none), V(requested), V(scheduled) or V(cancelled).
   returned: always
   type: str
@@ -165,7 +165,7 @@ def wanted_time(module):
 
 
 def plan(migration, state, when):
-    """The action for the wanted state, or ValueError saying why it cannot be had."""
+    """The operation for the wanted state, or ValueError saying why it cannot be had."""
     guest, phase = migration['guest'], migration['phase']
     if phase == FAILED:
         raise ValueError('the migration of %s failed: %s' % (guest, migration.get('reason') or 'no reason given'))
@@ -182,13 +182,13 @@ def plan(migration, state, when):
     return 'none' if migration['switchover'] == 'manual' and not requested else 'cancelled'
 
 
-def predicted(migration, action, when):
+def predicted(migration, operation, when):
     after = switchover_settings(migration)
-    if action == 'requested':
+    if operation == 'requested':
         after['switchover_requested'] = True
-    elif action == 'scheduled':
+    elif operation == 'scheduled':
         after.update(switchover='at', switchover_at=api_time(when), switchover_requested=False)
-    elif action == 'cancelled':
+    elif operation == 'cancelled':
         after.update(switchover='manual', switchover_at=None, switchover_requested=False)
     return after
 
@@ -211,33 +211,33 @@ def main():
         module.fail_json(msg='wait goes only with state=started or state=scheduled')
     when = wanted_time(module)
     client = module.client
-    action, done = 'none', False
+    operation, done = 'none', False
     try:
         current = client.get(migration_path(guest))
         try:
-            action = plan(current, state, when)
+            operation = plan(current, state, when)
         except ValueError as error:
             module.fail_json(msg=str(error), migration=with_percent(current))
         migration = current
-        if action != 'none' and not module.check_mode:
-            if action == 'cancelled':
+        if operation != 'none' and not module.check_mode:
+            if operation == 'cancelled':
                 migration = client.delete(migration_path(guest, '/switchover'))
             else:
-                body = dict(at=module.params['switchover_at'].strip()) if action == 'scheduled' else None
+                body = dict(at=module.params['switchover_at'].strip()) if operation == 'scheduled' else None
                 migration = client.post(migration_path(guest, '/switchover'), body)
             done = True
         if wait and not module.check_mode and migration['phase'] != COMPLETED:
             migration = wait_for_phase(client, guest, COMPLETED, module.params['wait_timeout'],
                                        module.params['poll_interval'])
     except ApiError as error:
-        module.fail_api(error, changed=done, action=action)
+        module.fail_api(error, changed=done, operation=operation)
     except WaitFailed as failure:
-        module.fail_json(msg=failure.message, changed=done, action=action,
+        module.fail_json(msg=failure.message, changed=done, operation=operation,
                          migration=with_percent(failure.migration))
 
-    result = dict(changed=action != 'none', action=action, migration=with_percent(migration))
+    result = dict(changed=operation != 'none', operation=operation, migration=with_percent(migration))
     if module._diff:
-        result['diff'] = dict(before=switchover_settings(current), after=predicted(current, action, when))
+        result['diff'] = dict(before=switchover_settings(current), after=predicted(current, operation, when))
     module.exit_json(**result)
 
 

@@ -29,7 +29,7 @@ def fail(conn, check_mode=False, **args):
 def test_starts_a_migration_for_a_registered_guest(receiver, conn):
     receiver.add_guest('web01')
     result = run(conn, guest='web01')
-    assert result['changed'] and result['action'] == 'started'
+    assert result['changed'] and result['operation'] == 'started'
     assert receiver.changes() == [('POST', '/v1/migrations', dict(guest='web01', switchover='manual'))]
     assert result['migration']['phase'] == 'registered'
     assert result['migration']['progress_percent'] == 25.0
@@ -46,14 +46,14 @@ def test_the_same_active_migration_is_left_alone(receiver, conn):
     receiver.add_migration('web01', 'continuous_sync', 'at', LATER_API)
     # The same instant written in another zone is the same schedule.
     result = run(conn, guest='web01', switchover='scheduled', switchover_at='2030-01-01T01:00:00Z')
-    assert not result['changed'] and result['action'] == 'none'
+    assert not result['changed'] and result['operation'] == 'none'
     assert receiver.changes() == []
 
 
 def test_check_mode_reports_the_start_and_sends_nothing(receiver, conn):
     receiver.add_guest('web01')
     result = run(conn, check_mode=True, diff=True, guest='web01', switchover='immediate')
-    assert result['changed'] and result['action'] == 'started'
+    assert result['changed'] and result['operation'] == 'started'
     assert receiver.changes() == [] and receiver.migrations == {}
     assert result['migration'] is None
     assert result['diff'] == dict(before=None, after=dict(phase='registered', switchover='immediate',
@@ -71,7 +71,7 @@ def test_starting_for_an_unknown_guest_fails_with_the_receivers_answer(receiver,
     assert result['changed'] is False and result['status'] == 404
 
 
-@pytest.mark.parametrize('current, wanted, action, sent', [
+@pytest.mark.parametrize('current, wanted, operation, sent', [
     (dict(switchover='manual'), dict(switchover='scheduled', switchover_at=LATER), 'switchover_scheduled',
      ('POST', '/v1/migrations/web01/switchover', dict(at=LATER))),
     (dict(switchover='at', at=LATER_API), dict(switchover='manual'), 'switchover_cancelled',
@@ -81,10 +81,10 @@ def test_starting_for_an_unknown_guest_fails_with_the_receivers_answer(receiver,
     (dict(switchover='at', at='2031-01-01T00:00:00.000Z'), dict(switchover='scheduled', switchover_at=LATER),
      'switchover_scheduled', ('POST', '/v1/migrations/web01/switchover', dict(at=LATER))),
 ])
-def test_another_switchover_is_changed_in_place(receiver, conn, current, wanted, action, sent):
+def test_another_switchover_is_changed_in_place(receiver, conn, current, wanted, operation, sent):
     receiver.add_migration('web01', 'continuous_sync', **current)
     result = run(conn, diff=True, guest='web01', **wanted)
-    assert result['changed'] and result['action'] == action
+    assert result['changed'] and result['operation'] == operation
     assert receiver.changes() == [sent]
     assert result['diff']['before'] != result['diff']['after']
     assert result['migration']['phase'] == 'continuous_sync'
@@ -121,13 +121,13 @@ def test_restart_completed_starts_a_new_one(receiver, conn):
 def test_a_failed_migration_is_started_again(receiver, conn):
     receiver.add_migration('web01', 'failed', reason='aborted by operator')
     result = run(conn, guest='web01')
-    assert result['action'] == 'started' and result['migration']['id'] == 2
+    assert result['operation'] == 'started' and result['migration']['id'] == 2
 
 
 def test_absent_aborts_an_active_migration_once(receiver, conn):
     receiver.add_migration('web01', 'full_sync')
     result = run(conn, diff=True, guest='web01', state='absent')
-    assert result['changed'] and result['action'] == 'aborted'
+    assert result['changed'] and result['operation'] == 'aborted'
     assert result['migration']['phase'] == 'failed' and result['migration']['reason'] == 'aborted by operator'
     assert result['diff']['after'] is None
     assert not run(conn, guest='web01', state='absent')['changed']

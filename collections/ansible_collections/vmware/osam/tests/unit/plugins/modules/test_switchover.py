@@ -28,7 +28,7 @@ def fail(conn, check_mode=False, **args):
 def test_started_requests_the_switchover_once(receiver, conn):
     receiver.add_migration('web01', 'continuous_sync')
     result = run(conn, diff=True, guest='web01')
-    assert result['changed'] and result['action'] == 'requested'
+    assert result['changed'] and result['operation'] == 'requested'
     assert result['migration']['switchover_requested'] is True
     assert result['diff']['after']['switchover_requested'] is True
     assert not run(conn, guest='web01')['changed']
@@ -44,7 +44,7 @@ def test_started_is_already_true_once_the_switchover_has_begun(receiver, conn, p
 
 def test_check_mode_sends_nothing(receiver, conn):
     receiver.add_migration('web01', 'full_sync')
-    assert run(conn, check_mode=True, guest='web01')['action'] == 'requested'
+    assert run(conn, check_mode=True, guest='web01')['operation'] == 'requested'
     assert receiver.changes() == []
 
 
@@ -52,7 +52,7 @@ def test_scheduled_reschedules_only_when_the_time_differs(receiver, conn):
     receiver.add_migration('web01', 'continuous_sync', 'at', '2030-01-01T02:00:00.000Z')
     assert not run(conn, guest='web01', state='scheduled', switchover_at='2030-01-01T03:00:00+01:00')['changed']
     result = run(conn, guest='web01', state='scheduled', switchover_at='2030-01-02T02:00:00Z')
-    assert result['action'] == 'scheduled' and result['migration']['switchover_at'] == '2030-01-02T02:00:00.000Z'
+    assert result['operation'] == 'scheduled' and result['migration']['switchover_at'] == '2030-01-02T02:00:00.000Z'
     assert receiver.changes() == [('POST', '/v1/migrations/web01/switchover', dict(at='2030-01-02T02:00:00Z'))]
 
 
@@ -66,7 +66,7 @@ def test_scheduled_replaces_a_request(receiver, conn):
 def test_cancelled_goes_back_to_manual(receiver, conn, current):
     receiver.add_migration('web01', 'continuous_sync', **current)
     result = run(conn, guest='web01', state='cancelled')
-    assert result['action'] == 'cancelled'
+    assert result['operation'] == 'cancelled'
     assert (result['migration']['switchover'], result['migration']['switchover_requested']) == ('manual', False)
     assert not run(conn, guest='web01', state='cancelled')['changed']
 
