@@ -23,7 +23,7 @@ from tests.e2e.site import Site, run
 from tests.util import new_disk_tmpdir
 from tests.util.trees import diff_trees, remove_tree
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
