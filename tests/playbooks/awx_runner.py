@@ -52,8 +52,15 @@ class PlaybookRun:
 
 
 def host(**hostvars) -> dict:
-    """A guest host that Ansible reaches as the controller itself, with the test's Python."""
+    """A host that Ansible reaches as the controller itself, with the test's Python."""
     return {"ansible_connection": "local", "ansible_python_interpreter": sys.executable, **hostvars}
+
+
+def unreachable_guest() -> dict:
+    """A guest over SSH at an address that is never routed (TEST-NET-1): the API playbooks
+    must not connect to guests at all, so any task that tried would fail the test."""
+    return {"ansible_host": "192.0.2.1", "ansible_connection": "ssh",
+            "ansible_ssh_common_args": "-o ConnectTimeout=3 -o BatchMode=yes"}
 
 
 def site_inventory(api_port: int, groups: dict) -> dict:
@@ -61,7 +68,7 @@ def site_inventory(api_port: int, groups: dict) -> dict:
     plus the given groups {group: [host names]}."""
     children = {"osam_receiver": {"hosts": {"receiver": {"ansible_host": "127.0.0.1"}}}}
     for group, hosts in groups.items():
-        children[group] = {"hosts": {name: host() for name in hosts}}
+        children[group] = {"hosts": {name: unreachable_guest() for name in hosts}}
     return {"all": {"vars": {"osam_receiver_api_port": api_port}, "children": children}}
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.playbooks.awx_runner import OSAM_ENV, PLAYBOOKS, REPO, VENV_BIN, host, run_playbook
+from tests.playbooks.awx_runner import OSAM_ENV, PLAYBOOKS, REPO, VENV_BIN, run_playbook, unreachable_guest
 
 AWX = REPO / "awx"
 TEMPLATES = sorted((AWX / "job_templates").glob("*.yml"))
@@ -104,15 +104,18 @@ def test_credential_type_injects_what_the_playbooks_read():
     assert used == fields
 
 
+SCHEDULE_RULE = "osam_switchover_at (an ISO 8601 time with a zone) goes with scheduled"
+
+
 @pytest.mark.parametrize("playbook, extravars, message", [
-    ("migrate.yml", {"osam_switchover": "scheduled"}, "osam_switchover_at (an ISO 8601 time with a zone) goes with scheduled"),
+    ("migrate.yml", {"osam_switchover": "scheduled"}, SCHEDULE_RULE),
     ("switchover.yml", {"osam_switchover_state": "started", "osam_switchover_at": "2026-12-01T02:00:00Z"},
-     "osam_switchover_at (an ISO 8601 time with a zone) goes with scheduled"),
+     SCHEDULE_RULE),
     ("status.yml", {}, "no host in the osam_receiver group: set osam_api_url"),
 ])
 def test_a_wrong_or_missing_setting_is_named_before_anything_is_called(tmp_path, playbook, extravars, message):
     """No receiver runs here: the play must stop on its own check, saying what to fix."""
-    inventory = {"all": {"children": {"osam_guests": {"hosts": {"web01": host()}}}}}
+    inventory = {"all": {"children": {"osam_guests": {"hosts": {"web01": unreachable_guest()}}}}}
     run = run_playbook(tmp_path, f"playbooks/{playbook}", inventory, extravars)
     assert run.status == "failed" and run.failed("web01") == 1, run.explain()
     assert message in " ".join(run.stdout.split()), run.explain()

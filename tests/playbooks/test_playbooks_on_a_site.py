@@ -13,7 +13,7 @@ import os
 import pytest
 
 from tests.e2e.site import Site, wait_for
-from tests.playbooks.awx_runner import host, run_playbook, site_inventory
+from tests.playbooks.awx_runner import run_playbook, site_inventory, unreachable_guest
 from tests.util import new_disk_tmpdir
 from tests.util.trees import diff_trees, make_rich_tree, remove_tree
 
@@ -89,10 +89,12 @@ def test_status_report_with_the_awx_credential_shows_each_guest(site, base):
     """The API reached through the OSAM_* variables the AWX credential type injects: no PKI
     directory and no osam_receiver host in the inventory."""
     report = base / "status.txt"
-    env = {"OSAM_API": f"https://127.0.0.1:{site.api_port}", "OSAM_TOKEN": (site.pki / "api-token-ro").read_text().strip(),
+    env = {"OSAM_API": f"https://127.0.0.1:{site.api_port}",
+           "OSAM_TOKEN": (site.pki / "api-token-ro").read_text().strip(),
            "OSAM_CA_CERT": str(site.pki / "ca.crt"), "OSAM_CLIENT_CERT": str(site.pki / "admin.crt"),
            "OSAM_CLIENT_KEY": str(site.pki / "admin.key")}
-    inventory = {"all": {"children": {"osam_guests": {"hosts": {name: host() for name in GUESTS + ("ghost",)}}}}}
+    guests = {name: unreachable_guest() for name in GUESTS + ("ghost",)}
+    inventory = {"all": {"children": {"osam_guests": {"hosts": guests}}}}
     run = run_playbook(base / "jobs", "playbooks/status.yml", inventory, {"osam_status_report": str(report)},
                        envvars=env)
 
