@@ -111,6 +111,16 @@ def test_status_report_with_the_awx_credential_shows_each_guest(site, base):
     assert artifact["ghost"]["registered"] is False
 
 
+def test_switchover_check_mode_reports_and_switches_nothing(site, base):
+    run = job(site, base, "switchover.yml", {"osam_switchover_batch": "50%"}, cmdline="--check")
+
+    assert run.status == "successful", run.explain()
+    assert {name: run.changed(name) for name in GUESTS} == {name: 1 for name in GUESTS}, run.explain()
+    for name in GUESTS:
+        migration = site.migration(name)
+        assert (migration["phase"], migration["switchover_requested"]) == ("continuous_sync", False)
+
+
 def test_a_failing_guest_stops_the_later_batches(site, base):
     """Batches of one over web01, ghost (no sentinel, no migration), web02: web01 completes,
     ghost fails, and web02 is never touched."""
