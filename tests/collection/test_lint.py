@@ -3,8 +3,9 @@
 collection on its own, the way a user runs it from the collection's root.
 
 ansible-lint searches ~/.ansible/collections before ./collections, so a copy of vmware.osam
-installed there (molecule's prerun installs the project's collection there) would be linted
-against instead of the files in this checkout: the test gives ansible-lint an empty ANSIBLE_HOME."""
+installed there (by molecule's prerun, or an online ansible-lint, both of which install the
+repository root as the collection) would be linted against instead of this checkout: the test
+gives ansible-lint an empty ANSIBLE_HOME."""
 from __future__ import annotations
 
 import os
