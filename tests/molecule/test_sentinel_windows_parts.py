@@ -1,0 +1,104 @@
+"""The parts of vmware.osam.sentinel's Windows branch that can run without a Windows host
+(there is none here; see the role's README for what is and is not covered):
+  - the controller builds a win_amd64 wheelhouse in which every dependency is a Windows wheel;
+  - the two configuration files it templates (Windows cannot run the Python module
+    sentinel_config) are read back by the sentinel's own parser with the intended values;
+  - the branch's settings are refused with the role's message when they are wrong."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from osam.sentinel.config import load_config
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+ROLE = REPO / "collections/ansible_collections/vmware/osam/roles/sentinel"
+
+
+def playbook(tmp_path: Path, text: str, *args) -> subprocess.CompletedProcess:
+    (tmp_path / "play.yml").write_text(text)
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(REPO / "collections"), ANSIBLE_NOCOLOR="1",
+               PATH=f"{VENV_BIN}:{os.environ['PATH']}")
+    return subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local",
+                           "-e", f"ansible_python_interpreter={sys.executable}", *args, str(tmp_path / "play.yml")],
+                          capture_output=True, text=True, env=env, cwd=tmp_path)
+
+
+def explain(done: subprocess.CompletedProcess) -> str:
+    return f"exit {done.returncode}\n{done.stdout[-5000:]}\n{done.stderr[-2000:]}"
+
+
+def test_windows_wheelhouse_holds_only_windows_or_pure_wheels(tmp_path):
+    wheelhouse = tmp_path / "wheelhouse"
+    done = playbook(tmp_path, f"""
+- hosts: localhost
+  gather_facts: false
+  roles:
+    - role: vmware.osam.wheelhouse
+      osam_wheelhouse_dir: {wheelhouse}
+      osam_wheelhouse_targets: [{{python: "3.11", os: windows}}]
+""")
+    assert done.returncode == 0, explain(done)
+    target = wheelhouse / "cp311-win_amd64"
+    wheels = sorted(p.name for p in target.glob("*.whl"))
+    for dep in ("osam", "cryptography", "cffi", "lz4", "msgpack", "xxhash", "pip"):
+        assert any(w.startswith(dep + "-") for w in wheels), (dep, wheels)
+    for wheel in wheels:
+        platform_tag = wheel[:-4].split("-")[-1]
+        assert platform_tag in ("any", "win_amd64"), wheel
+        with zipfile.ZipFile(target / wheel) as zf:   # real wheels, not error pages
+            assert any(n.endswith("/WHEEL") for n in zf.namelist()), wheel
+
+
+def test_templated_configuration_reads_back_with_the_sentinels_parser(tmp_path):
+    etc = tmp_path / "etc_dir"
+    done = playbook(tmp_path, f"""
+- hosts: localhost
+  gather_facts: false
+  vars:
+    osam_sentinel_excluded_paths: [/var/log, /srv/cache]
+    __osam_sentinel_params:
+      max_retry_interval: 3
+      verify_interval: 0
+      quiesce_services: [postgresql, nginx]
+      pre_quiesce_hook: [sync, "echo quiesce >> /var/log/quiesce.log"]
+      final_verify: true
+      quiesce_timeout: null
+  tasks:
+    - ansible.builtin.file: {{path: "{etc}/etc", state: directory, mode: "0755"}}
+    - ansible.builtin.template: {{src: "{ROLE}/templates/excluded_paths.j2", dest: "{etc}/excluded_paths", mode: "0644"}}
+    - ansible.builtin.template: {{src: "{ROLE}/templates/sync.params.j2", dest: "{etc}/etc/sync.params", mode: "0644"}}
+""")
+    assert done.returncode == 0, explain(done)
+    config = load_config(str(etc))
+    assert config.excluded_paths == (b"/srv/cache", b"/var/log")
+    assert config.max_retry_interval == 3
+    assert config.verify_interval == 0
+    assert config.quiesce_services == ("postgresql", "nginx")
+    assert config.pre_quiesce_hooks == ("sync", "echo quiesce >> /var/log/quiesce.log")
+    assert config.final_verify is True
+    assert config.quiesce_timeout == 120   # null: the key is left out, the default applies
+
+
+def test_windows_branch_refuses_an_out_of_range_retry_interval(tmp_path):
+    done = playbook(tmp_path, f"""
+- hosts: localhost
+  gather_facts: false
+  vars:
+    ansible_facts: {{os_family: Windows}}
+    osam_sentinel_cert: {tmp_path}/x.crt
+    osam_sentinel_key: {tmp_path}/x.key
+    osam_pki_dir: {tmp_path}
+    osam_sentinel_gateway: "gw.example:8443"
+    osam_sentinel_sync_params: {{max_retry_interval: 9}}
+  tasks:
+    - ansible.builtin.include_role: {{name: vmware.osam.sentinel, tasks_from: windows}}
+""")
+    assert done.returncode != 0
+    assert "max_retry_interval" in done.stdout and "from 1 to 8" in done.stdout, explain(done)
