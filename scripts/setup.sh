@@ -22,9 +22,9 @@ APT_PACKAGES=(
     util-linux e2fsprogs iproute2 procps libcap2-bin
     # TLS roots for pip
     ca-certificates
-    # molecule: rootful podman with runc, container DNS on a podman network, and
+    # molecule: rootful podman with runc, container DNS and NAT (netavark calls iptables) on a podman network, and
     # debootstrap for the locally built systemd images (no registry is reachable)
-    podman runc netavark aardvark-dns debootstrap
+    podman runc netavark aardvark-dns iptables debootstrap
 )
 VENV="$OSAM_ROOT/.venv"
 PY_BASE=/usr/bin/python3

@@ -57,7 +57,7 @@ def remove_leftovers(scenario: str) -> None:
 
 
 @pytest.mark.timeout(MOLECULE_TIMEOUT + 300)
-@pytest.mark.parametrize("scenario", ["appliances", "sentinel"])
+@pytest.mark.parametrize("scenario", ["appliances", "sentinel", "end_to_end"])
 def test_molecule_scenario(scenario, podman_host):
     env = molecule_env()
     try:
