@@ -121,6 +121,8 @@ build_image() {   # build_image SUITE
 smoke() {   # smoke SUITE: systemd reaches running (or degraded) as PID 1
     local image="$IMAGE_REPO:$1" name="osam-smoke-$1-$$" state=""
     podman rm -f "$name" >/dev/null 2>&1 || true
+    # Removed below; the trap covers an interrupted run.
+    trap "podman rm -f '$name' >/dev/null 2>&1 || true" EXIT
     podman run -d --name "$name" --privileged --systemd=always "$image" /sbin/init >/dev/null
     for _ in $(seq 60); do
         state=$(podman exec "$name" systemctl is-system-running 2>/dev/null || true)
@@ -130,6 +132,7 @@ smoke() {   # smoke SUITE: systemd reaches running (or degraded) as PID 1
     local py
     py=$(podman exec "$name" python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || true)
     podman rm -f "$name" >/dev/null 2>&1 || true
+    trap - EXIT
     [[ $state == running || $state == degraded ]] || die "$image: systemd did not come up (state '$state')"
     step "image $image: systemd $state, python $py"
 }
