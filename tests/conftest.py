@@ -5,7 +5,7 @@
     (``def test_x(need_root): ...``) or as a marker (``@pytest.mark.need_root``, or
     ``pytestmark = pytest.mark.need_root`` for a module). The skip reason says why.
 
-``disk_tmp_path``
+``disk_tmp_path`` (and ``module_disk_tmp_path``, one per test module)
     A fresh, empty directory (``pathlib.Path``) on a real disk file system: under
     ``/var/tmp`` (or ``$OSAM_TEST_TMPDIR``), never on tmpfs/ramfs, because replication
     tests depend on what disk file systems do with holes (SEEK_DATA/SEEK_HOLE), xattrs,
@@ -41,10 +41,9 @@ def need_root():
         pytest.skip(ROOT_SKIP_REASON)
 
 
-@pytest.fixture
-def disk_tmp_path(request):
+def _disk_tmpdir(name: str):
     try:
-        path = new_disk_tmpdir(request.node.name)
+        path = new_disk_tmpdir(name)
     except NotOnDisk as e:
         pytest.skip(str(e))
     try:
@@ -54,3 +53,14 @@ def disk_tmp_path(request):
             print(f"kept {path} (${KEEP_TMP_ENV}=1)")
         else:
             remove_tree(path)
+
+
+@pytest.fixture
+def disk_tmp_path(request):
+    yield from _disk_tmpdir(request.node.name)
+
+
+@pytest.fixture(scope="module")
+def module_disk_tmp_path(request):
+    """Like disk_tmp_path, shared by the tests of one module (for a site they all use)."""
+    yield from _disk_tmpdir(request.module.__name__.rsplit(".", 1)[-1])

@@ -20,8 +20,7 @@ import pytest
 
 from osam.sentinel.config import load_config
 from tests.e2e.site import Site, run
-from tests.util import new_disk_tmpdir
-from tests.util.trees import diff_trees, remove_tree
+from tests.util.trees import diff_trees
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -32,13 +31,8 @@ TIMEOUT = 120  # seconds a phase may take to come on this noisy machine
 
 
 @pytest.fixture(scope="module")
-def base():
-    path = new_disk_tmpdir("modules-live")
-    try:
-        yield path
-    finally:
-        if os.environ.get("OSAM_KEEP_TMP") != "1":
-            remove_tree(path)
+def base(module_disk_tmp_path):
+    return module_disk_tmp_path
 
 
 @pytest.fixture(scope="module")

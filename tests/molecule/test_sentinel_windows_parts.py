@@ -12,7 +12,6 @@ import sys
 import zipfile
 from pathlib import Path
 
-import pytest
 
 from osam.sentinel.config import load_config
 

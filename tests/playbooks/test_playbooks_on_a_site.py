@@ -7,15 +7,12 @@ One site serves the whole module, so the tests run in file order: nothing is mig
 the first one, and the switchover tests start from guests in continuous sync."""
 from __future__ import annotations
 
-import json
-import os
 
 import pytest
 
 from tests.e2e.site import Site, wait_for
 from tests.playbooks.awx_runner import run_playbook, site_inventory, unreachable_guest
-from tests.util import new_disk_tmpdir
-from tests.util.trees import diff_trees, make_rich_tree, remove_tree
+from tests.util.trees import diff_trees, make_rich_tree
 
 pytestmark = [pytest.mark.need_root, pytest.mark.e2e]  # owners and device nodes on the replicas
 
@@ -24,13 +21,8 @@ TIMEOUT = 120  # seconds a guest may take to reach a phase (osam_wait_timeout)
 
 
 @pytest.fixture(scope="module")
-def base():
-    path = new_disk_tmpdir("playbooks-on-a-site")
-    try:
-        yield path
-    finally:
-        if os.environ.get("OSAM_KEEP_TMP") != "1":
-            remove_tree(path)
+def base(module_disk_tmp_path):
+    return module_disk_tmp_path
 
 
 @pytest.fixture(scope="module")
