@@ -325,32 +325,26 @@ class ExcludedPaths(object):
         return _join(self.lines)
 
     def _entries(self):
-        """(index, normalised path or None when unusable) for every path line."""
+        """(index, normalised path or None, problem or None) for every path line."""
         entries = []
         for index, line in enumerate(self.lines):
             content = _content(line)
             if content is None:
                 continue
             try:
-                entries.append((index, normalize_path(content)))
-            except ValueError:
-                entries.append((index, None))
+                entries.append((index, normalize_path(content), None))
+            except ValueError as error:
+                entries.append((index, None, str(error)))
         return entries
 
     def paths(self):
         """The excluded paths the sentinel will use, sorted and without repeats."""
-        return sorted(set(path for _index, path in self._entries() if path is not None))
+        return sorted(set(path for _index, path, _problem in self._entries() if path is not None))
 
     def problems(self):
-        found = []
-        for index, line in enumerate(self.lines):
-            content = _content(line)
-            if content is not None:
-                try:
-                    normalize_path(content)
-                except ValueError as error:
-                    found.append('line %d: %s' % (index + 1, error))
-        return found
+        """'line N: why' for each line the sentinel would refuse."""
+        return ['line %d: %s' % (index + 1, problem)
+                for index, _path, problem in self._entries() if problem]
 
     def apply(self, wanted, state):
         """present: add missing paths; absent: remove them; exact: the file lists these paths
@@ -360,14 +354,14 @@ class ExcludedPaths(object):
         if state in ('absent', 'exact'):
             drop = set()
             seen = set()
-            for index, path in self._entries():
+            for index, path, _problem in self._entries():
                 unwanted = path in wanted_set if state == 'absent' else (path not in wanted_set or path in seen)
                 if unwanted:
                     drop.add(index)
                 seen.add(path)
             self.lines = [line for index, line in enumerate(self.lines) if index not in drop]
         if state in ('present', 'exact'):
-            present = set(path for _index, path in self._entries())
+            present = set(path for _index, path, _problem in self._entries())
             for path in wanted:
                 if path not in present:
                     self.lines.append(path)
