@@ -53,7 +53,7 @@ def _layout():
         "filesystems": [
             {"device": "/dev/sda1", "fstype": "vfat", "uuid": "4A1B-2C3D", "label": "ESP",
              "mountpoint": "/boot/efi", "parent": {"kind": "partition", "disk": "sda", "number": 1},
-             "options": {"fat_size": 32, "volume_id": "4A1B2C3D"}},
+             "options": {"fat_size": 16, "volume_id": "4A1B2C3D"}},
             {"device": "/dev/sda2", "fstype": "ext4", "uuid": "2b7f5e7c-57f5-4b3e-9e76-0c1f0f0a0001",
              "label": "rootfs", "mountpoint": "/", "parent": {"kind": "partition", "disk": "sda", "number": 2},
              "options": {"features": EXT4_FEATURES + ["needs_recovery"], "block_size": 4096, "inode_size": 256}},

@@ -104,11 +104,13 @@ def can_write_offline(fstype: str) -> bool:
     return fstype == "vfat"
 
 
-def write_offline(fs: Dict[str, Any], device: str, tree: str, skip: str) -> None:
-    """Make `fs` afresh on `device` and copy `tree` into it (all but the name `skip`)."""
+def write_offline(fs: Dict[str, Any], device: str, image_at: str, tree: str, skip: str) -> None:
+    """Make `fs` afresh on `device` and copy `tree` into it (all but the name `skip`).
+    mtools reads the file system through `image_at` ("image@@offset"): it cannot take a
+    loop partition, whose geometry ioctls it does not understand."""
     make_filesystem(fs, device)
     names = sorted(n for n in os.listdir(tree) if n != skip)
     if names:
         # -s recursive, -p keep attributes, -m keep modification times, -Q stop on the first error
-        run(["mcopy", "-i", device, "-s", "-p", "-m", "-Q",
+        run(["mcopy", "-i", image_at, "-s", "-p", "-m", "-Q",
              *[os.path.join(tree, n) for n in names], "::/"], env_extra={"MTOOLS_SKIP_CHECK": "1"})

@@ -153,14 +153,17 @@ class ReplicaDisks:
             self._attach()
             try:
                 for fs in offline:
-                    filesystems.write_offline(fs, self._node(fs["parent"]), self._offline_tree(fs), STAGING_NAME)
+                    image, offset = self._image_offset(fs["parent"])
+                    filesystems.write_offline(fs, self._node(fs["parent"]), f"{image}@@{offset}",
+                                              self._offline_tree(fs), STAGING_NAME)
             finally:
                 self._release()
 
     def _offline(self, fs: Dict[str, Any]) -> bool:
         """A file system this kernel cannot mount is replicated into a directory and written
         into its image on unmount (vfat ESPs on kernels without vfat)."""
-        return not filesystems.kernel_supports(fs["fstype"]) and filesystems.can_write_offline(fs["fstype"])
+        return (not filesystems.kernel_supports(fs["fstype"]) and filesystems.can_write_offline(fs["fstype"])
+                and fs["parent"].get("kind") in ("partition", "disk"))
 
     def _offline_tree(self, fs: Dict[str, Any]) -> str:
         return os.path.join(self.replica_dir, "offline", fs.get("uuid") or fs["mountpoint"].strip("/").replace("/", "_"))
