@@ -9,7 +9,7 @@ from osam.sentinel import inventory as inventory_module
 from osam.sentinel.inventory import collect_inventory, parse_os_release
 
 KEYS = {"hostname", "os", "kernel", "cpus", "memory", "disks", "mounts", "nics", "boot",
-        "collected_at", "errors"}
+        "layout", "collected_at", "errors"}
 
 
 def test_inventory_of_this_machine():
@@ -23,6 +23,8 @@ def test_inventory_of_this_machine():
     assert inv["cpus"]["count"] == os.cpu_count() and inv["cpus"]["model"]
     assert inv["memory"] > 64 << 20
     assert inv["boot"] in ("uefi", "bios")
+    assert inv["layout"]["root"] == "/" and inv["layout"]["boot"]["mode"] == inv["boot"]
+    assert {"disks", "filesystems", "lvm", "mounts", "errors"} <= set(inv["layout"])
     datetime.datetime.fromisoformat(inv["collected_at"])
 
 
@@ -55,8 +57,8 @@ def test_mounts_and_nics():
 def test_missing_tools_become_errors_not_exceptions(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))  # neither lsblk nor ip can be found
     inv = collect_inventory()
-    assert inv["disks"] == [] and inv["nics"] == []
-    assert {e["probe"] for e in inv["errors"]} == {"disks", "nics"}
+    assert inv["disks"] == [] and inv["nics"] == [] and inv["layout"] == {}
+    assert {e["probe"] for e in inv["errors"]} == {"disks", "nics", "layout"}
     assert all(e["error"] for e in inv["errors"])
     assert inv["hostname"] and inv["memory"]  # the other probes still answered
 
@@ -67,8 +69,8 @@ def test_a_failing_tool_is_reported(monkeypatch, tmp_path):
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", "%s:%s" % (tmp_path, os.environ["PATH"]))
     errors = collect_inventory()["errors"]
-    assert [e["probe"] for e in errors] == ["disks"]
-    assert "exited 32" in errors[0]["error"] and "permission denied" in errors[0]["error"]
+    assert [e["probe"] for e in errors] == ["disks", "layout"]
+    assert all("exited 32" in e["error"] and "permission denied" in e["error"] for e in errors)
 
 
 def test_old_lsblk_without_mountpoints_column(monkeypatch, tmp_path):

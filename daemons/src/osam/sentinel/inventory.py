@@ -1,7 +1,8 @@
 """The guest's configuration as sent on registration: enough for the receiver to rebuild the
-disks (partition tables, file systems, UUIDs, labels) and the VM (CPUs, memory, NICs, boot
-mode). Every probe is independent: one that fails (tool missing, no permission) adds an
-entry to `errors` and leaves its key empty; collecting never raises.
+disks (partition tables, file systems, UUIDs, labels: `layout`, see osam.sentinel.layout) and
+the VM (CPUs, memory, NICs, boot mode). Every probe is independent: one that fails (tool
+missing, no permission) adds an entry to `errors` and leaves its key empty; collecting never
+raises. The layout keeps the failures of its own parts in `layout["errors"]`.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import socket
 import subprocess
 from typing import Any, Callable, Dict, List, Optional
 
+from osam.sentinel.layout import collect_layout
 from osam.sentinel.walk import read_mountinfo
 
 LSBLK_COLUMNS = ("NAME,KNAME,PATH,SIZE,TYPE,FSTYPE,UUID,LABEL,PARTUUID,PTUUID,PTTYPE,"
@@ -20,8 +22,9 @@ TOOL_TIMEOUT = 30
 
 
 def collect_inventory(root: str = "/") -> Dict[str, Any]:
-    """Files describing the installed OS (os-release) are read below `root`; everything else
-    describes the running machine."""
+    """Files describing the installed OS (os-release) are read below `root`, and the layout
+    covers the disks of the file systems mounted there; everything else describes the running
+    machine."""
     errors: List[Dict[str, str]] = []
 
     def probe(name: str, fn: Callable[[], Any], empty: Any) -> Any:
@@ -41,6 +44,7 @@ def collect_inventory(root: str = "/") -> Dict[str, Any]:
         "mounts": probe("mounts", read_mounts, []),
         "nics": probe("nics", read_nics, []),
         "boot": probe("boot", read_boot_mode, ""),
+        "layout": probe("layout", lambda: collect_layout(root), {}),
         "collected_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
     }
     inventory["errors"] = errors
