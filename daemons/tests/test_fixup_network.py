@@ -322,7 +322,8 @@ def test_debian12_allow_hotplug_dhcp_only_pins_the_name_and_follows_source(tmp_p
     assert f"    hwaddress {NEW2.upper()}\n" in second
     assert_only_macs_changed(DEBIAN_INTERFACES_D_SECOND, second, OLD2, NEW2)
     assert "Name=ens3" in read_link(root, "ens3") and f"MACAddress={NEW}" in read_link(root, "ens3")
-    assert "Name=ens4" in read_link(root, "ens4") and f"MACAddress={NEW2}" in read_link(root, "ens4")
+    assert "Name=ens4" in read_link(root, "ens4")
+    assert f"MACAddress={NEW2}" in read_link(root, "ens4")
     assert_backed_up(root, ctx, {"/etc/network/interfaces.d/ens4": DEBIAN_INTERFACES_D_SECOND})
     created = sorted(c.target for c in ctx.changes if c.action == "create")
     assert created == ["/etc/systemd/network/10-vmware-osam-ens3.link",
@@ -340,7 +341,8 @@ def test_ubuntu2204_cloud_init_netplan_match_macaddress_keeps_set_name(tmp_path)
     ctx = run(root, nics)
 
     after = read(root, "/etc/netplan/50-cloud-init.yaml")
-    assert f"            match:\n                macaddress: {NEW}\n            set-name: eth0\n" in after
+    assert (f"            match:\n                macaddress: {NEW}\n"
+            f"            set-name: eth0\n") in after
     assert_only_macs_changed(UBUNTU_CLOUD_INIT_NETPLAN, after)
     assert read(root, "/etc/netplan/00-installer-config.yaml") == UBUNTU_SUBIQUITY_STATIC
     mode = os.stat(os.path.join(root, "etc/netplan/50-cloud-init.yaml")).st_mode
@@ -483,6 +485,17 @@ def test_old_udev_without_link_files_gets_a_udev_rule(tmp_path):
     assert not exists(root, "/etc/udev/rules.d/70-persistent-net.rules")
     assert not os.path.isdir(os.path.join(root, "etc/systemd/network"))
     assert_second_run_quiet(root, nics, (NEW, NEW2))
+
+
+def test_masked_net_setup_link_rule_means_a_udev_rule_not_link_files(tmp_path):
+    root = make_replica(tmp_path / "r", {})
+    os.makedirs(os.path.join(root, "etc/udev/rules.d"))
+    os.symlink("/dev/null", os.path.join(root, "etc/udev/rules.d/80-net-setup-link.rules"))
+    ctx = run(root, [nic("eth0", OLD)])
+    assert ctx.facts["network"]["naming"] == "udev-rule"
+    rule = read(root, "/etc/udev/rules.d/70-vmware-osam-net.rules")
+    assert f'ATTR{{address}}=="{NEW}", NAME="eth0"' in rule
+    assert not exists(root, "/etc/systemd/network/10-vmware-osam-eth0.link")
 
 
 def test_rule_naming_by_pci_path_is_warned_about(tmp_path):

@@ -103,8 +103,8 @@ def map_nics(ctx: FixupContext) -> List[NicPair]:
     for source, target in zip(sources, targets):
         new_mac = normalise(target.mac)
         if not new_mac:
-            ctx.warn(STEP, f"destination NIC for {source['name']} has no valid MAC ({target.mac!r}); "
-                           f"{source['name']} is left as it was")
+            ctx.warn(STEP, f"destination NIC for {source['name']} has no valid MAC "
+                           f"({target.mac!r}); {source['name']} is left as it was")
             continue
         pairs.append(NicPair(source["name"], source["mac"], new_mac))
     for source in sources[len(targets):]:

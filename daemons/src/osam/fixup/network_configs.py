@@ -70,8 +70,9 @@ def warn_leftover_macs(ctx: FixupContext, guest_path: str, text: str, macs: MacM
                        code_of: Callable[[str], str]) -> None:
     for number, line in enumerate(text.splitlines(), 1):
         for old in macs.found_in(code_of(line)):
-            ctx.warn(STEP, f"{guest_path}:{number} still names the source's MAC {old} in a form "
-                           f"this step does not rewrite; check it for the new NIC ({macs.get(old)})")
+            ctx.warn(STEP, f"{guest_path}:{number} still names the source's MAC {old} in a "
+                           f"form this step does not rewrite; check it for the new NIC "
+                           f"({macs.get(old)})")
 
 
 def config_files(ctx: FixupContext, guest_dir: str, pattern: str = "*") -> List[str]:

@@ -9,6 +9,7 @@ initramfs too, which a later step regenerates.
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from typing import List, Sequence
@@ -24,6 +25,9 @@ OUR_UDEV_RULE = UDEV_RULES_DIR + "/70-vmware-osam-net.rules"
 # The udev rule that makes udevd apply .link files; older udev has no such thing.
 LINK_SUPPORT_RULES = ("/usr/lib/udev/rules.d/80-net-setup-link.rules",
                       "/lib/udev/rules.d/80-net-setup-link.rules")
+# An admin who wants no predictable names may mask that rule here (a link to /dev/null):
+# udevd then applies no .link file at all.
+LINK_SUPPORT_OVERRIDE = UDEV_RULES_DIR + "/80-net-setup-link.rules"
 UDEV_PRESENCE = ("/etc/udev", "/lib/udev", "/usr/lib/udev")
 # What the kernel accepts as an interface name (dev_valid_name).
 _IFNAME_RE = re.compile(r"^(?!\.{1,2}$)[^/:\s]{1,15}$")
@@ -49,11 +53,17 @@ def link_file(old_name: str) -> str:
 
 def naming_method(ctx: FixupContext) -> str:
     """"systemd-link", "udev-rule", or "none" when the replica has no udev at all."""
-    if any(ctx.exists(path) for path in LINK_SUPPORT_RULES):
+    if any(ctx.exists(path) for path in LINK_SUPPORT_RULES) and not _link_support_masked(ctx):
         return "systemd-link"
     if any(ctx.isdir(path) for path in UDEV_PRESENCE):
         return "udev-rule"
     return "none"
+
+
+def _link_support_masked(ctx: FixupContext) -> bool:
+    if not os.path.lexists(ctx.host_path_nofollow(LINK_SUPPORT_OVERRIDE)):
+        return False
+    return "net_setup_link" not in (read_config(ctx, LINK_SUPPORT_OVERRIDE) or "")
 
 
 def pin_names(ctx: FixupContext, pairs: Sequence[NicPair]) -> str:
@@ -81,7 +91,8 @@ def _valid_name(ctx: FixupContext, name: str) -> bool:
 
 def link_text(pair: NicPair) -> str:
     return (f"# vmware.osam fix-up: the source's interface name {pair.old_name} (source MAC\n"
-            f"# {pair.old_mac}) on the destination's NIC, so configuration naming it keeps working.\n"
+            f"# {pair.old_mac}) on the destination's NIC, so configuration naming it keeps\n"
+            f"# working.\n"
             f"[Match]\nMACAddress={pair.new_mac}\n\n[Link]\nName={pair.old_name}\n")
 
 
@@ -185,6 +196,7 @@ def warn_other_namers(ctx: FixupContext, path: str, text: str, pinned: Sequence[
     may hand that name to another NIC on the new hardware."""
     for number, line in enumerate(text.splitlines(), 1):
         name = _NAME_ASSIGN_RE.search(line)
-        if _is_rule(line) and name and name.group(1) in pinned and not _ADDRESS_MATCH_RE.search(line):
+        by_mac = _ADDRESS_MATCH_RE.search(line)
+        if _is_rule(line) and name and name.group(1) in pinned and not by_mac:
             ctx.warn(STEP, f"{path}:{number} names {name.group(1)} by something other than its "
                            f"MAC; check that it does not conflict with the pinned name")
