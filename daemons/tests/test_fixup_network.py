@@ -575,6 +575,32 @@ def test_bond_members_sharing_a_mac_are_both_mapped_with_a_warning(tmp_path):
     assert any("report the same MAC" in w for w in ctx.warnings)
 
 
+def test_destination_keeping_the_source_macs_only_pins_names(tmp_path):
+    rules = PERSISTENT_NET_HEADER + persistent_net_entry(OLD, "eth0")
+    root = make_replica(tmp_path / "r", {
+        "/etc/sysconfig/network-scripts/ifcfg-eth0": RHEL7_IFCFG,
+        "/etc/udev/rules.d/70-persistent-net.rules": rules,
+    })
+    ctx = run(root, [nic("eth0", OLD)], (OLD,))
+    assert [c.target for c in ctx.changes] == ["/etc/systemd/network/10-vmware-osam-eth0.link"]
+    assert read(root, "/etc/sysconfig/network-scripts/ifcfg-eth0") == RHEL7_IFCFG
+    assert read(root, "/etc/udev/rules.d/70-persistent-net.rules") == rules
+
+
+def test_destination_mac_that_is_another_source_nics_mac_is_not_rewritten(tmp_path):
+    root = make_replica(tmp_path / "r", {
+        "/etc/sysconfig/network-scripts/ifcfg-eth0": RHEL7_IFCFG,
+        "/etc/sysconfig/network-scripts/ifcfg-eth1": RHEL6_IFCFG_QUOTED,
+    })
+    nics = [nic("eth0", OLD), nic("eth1", OLD2)]
+    ctx = run(root, nics, (OLD2, NEW2))
+    assert read(root, "/etc/sysconfig/network-scripts/ifcfg-eth0") == RHEL7_IFCFG
+    assert f'HWADDR="{NEW2}"' in read(root, "/etc/sysconfig/network-scripts/ifcfg-eth1")
+    assert any(f"destination MAC {OLD2} of eth0's NIC is another source NIC's MAC" in w
+               for w in ctx.warnings)
+    assert_second_run_quiet(root, nics, (OLD2, NEW2))
+
+
 def test_a_changed_mapping_removes_the_earlier_runs_pin(tmp_path):
     root = make_replica(tmp_path / "r", {})
     run(root, [nic("eth0", OLD), nic("eth1", OLD2)], (NEW, NEW2))
