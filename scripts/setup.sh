@@ -25,6 +25,9 @@ APT_PACKAGES=(
     # molecule: rootful podman with runc, container DNS and NAT (netavark calls iptables) on a podman network, and
     # debootstrap for the locally built systemd images (no registry is reachable)
     podman runc netavark aardvark-dns iptables debootstrap
+    # guest disks: partition tables and the file systems replicas recreate; booting them
+    # under qemu (scripts/guest-image.sh, tests/e2e/qemu_boot.py)
+    fdisk lvm2 xfsprogs dosfstools qemu-system-x86
 )
 VENV="$OSAM_ROOT/.venv"
 PY_BASE=/usr/bin/python3

@@ -1,0 +1,86 @@
+"""Fixtures of the end-to-end tests that boot guests under qemu.
+
+``debian_guest_image`` (module scope)
+    ``pathlib.Path`` of the Debian 12 source guest disk ``scripts/guest-image.sh`` builds: a
+    KVM/virtio machine (hostname src-guest, eth0 10.0.2.15/24, root by UUID) whose initramfs
+    has no vmw_pvscsi/vmxnet3. Taken from the cache when built before; a cold build takes
+    a minute or two, which the first test using it pays for: give that module a timeout of
+    ``IMAGE_TEST_TIMEOUT`` (``pytestmark = pytest.mark.timeout(IMAGE_TEST_TIMEOUT)``).
+    It is shared between test runs: boot it (always ``-snapshot``), or copy it before writing.
+    Skips unless root, unless qemu-system-x86_64 is installed and, when the image has to be
+    built, debootstrap.
+
+``boot_guest``
+    ``boot_guest(image_paths, hardware="vsphere"|"kvm", timeout=600, mac=None)`` runs
+    ``tests.e2e.qemu_boot.boot`` with the console log in the test's ``tmp_path``, prints the
+    boot's timings and lists them again in the run's summary.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e import qemu_boot
+from tests.util import is_root
+
+REPO = Path(__file__).resolve().parents[2]
+GUEST_IMAGE_SCRIPT = REPO / "scripts" / "guest-image.sh"
+IMAGE_BUILD_TIMEOUT = 900
+# Per-test timeout for a module using debian_guest_image: a cold build plus two boots.
+IMAGE_TEST_TIMEOUT = IMAGE_BUILD_TIMEOUT + 600
+
+_summary: list = []  # image builds and boots, repeated at the end of the run
+
+
+def _report(line: str) -> None:
+    print(line)
+    _summary.append(line)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _summary:
+        terminalreporter.section("guest images and qemu boots")
+        for line in _summary:
+            terminalreporter.write_line(line)
+
+
+def guest_image_path() -> Path:
+    """Where scripts/guest-image.sh keeps the image of its current recipe."""
+    out = subprocess.run(["bash", str(GUEST_IMAGE_SCRIPT), "path"], check=True, capture_output=True, text=True)
+    return Path(out.stdout.strip())
+
+
+@pytest.fixture(scope="module")
+def debian_guest_image() -> Path:
+    if not is_root():
+        pytest.skip("needs root (effective uid 0): builds the guest disk with loop devices, mounts and chroot")
+    if not qemu_boot.qemu_available():
+        pytest.skip(f"{qemu_boot.QEMU} not found: run scripts/setup.sh (Debian package qemu-system-x86)")
+    path = guest_image_path()
+    rebuild = os.environ.get("OSAM_REBUILD_IMAGES") == "1"
+    if (rebuild or not path.exists()) and shutil.which("debootstrap") is None:
+        pytest.skip("debootstrap not found: run scripts/setup.sh (the guest image is not built yet)")
+    t0 = time.monotonic()
+    proc = subprocess.run(["bash", str(GUEST_IMAGE_SCRIPT), "build"], capture_output=True, text=True,
+                          timeout=IMAGE_BUILD_TIMEOUT)
+    if proc.returncode != 0:
+        pytest.fail(f"scripts/guest-image.sh build failed (exit {proc.returncode}):\n{proc.stdout}{proc.stderr}")
+    print(proc.stdout, end="")
+    _report(f"guest image {path.name}: ready in {time.monotonic() - t0:.1f}s "
+            f"({'built' if 'built in' in proc.stdout else 'cached'})")
+    return path
+
+
+@pytest.fixture
+def boot_guest(request, tmp_path):
+    def boot(image_paths, hardware: str = "vsphere", timeout: float = 600, mac: str | None = None):
+        log_path = tmp_path / f"console-{hardware}-{len(list(tmp_path.glob('console-*')))}.log"
+        result = qemu_boot.boot(image_paths, hardware=hardware, timeout=timeout, log_path=log_path, mac=mac)
+        _report(f"{request.node.name}: {result.summary()}")
+        return result
+    return boot
