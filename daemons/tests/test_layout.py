@@ -218,7 +218,7 @@ def lv_segment(name, uuid_, size_extents, le_start, extents, pe_start, dm_name):
             "stripes": "1", "stripe_size": "0", "devices": "/dev/sda3(%d)" % pe_start}
 
 
-def uefi_guest(tmp_path, mnt):
+def uefi_guest(tmp_path, mnt, esp_mounted=True):
     lvm_children = [node("vg0-root", "253:0", "lvm", 4223 * EXTENT, kname="dm-0"),
                     node("vg0-swap", "253:1", "lvm", 512 * EXTENT, kname="dm-1")]
     tools = FakeTools({
@@ -253,12 +253,13 @@ def uefi_guest(tmp_path, mnt):
                           lv_segment("root", ROOT_LV_UUID, 4223, 0, 4000, 0, "vg0-root"),
                           lv_segment("swap", SWAP_LV_UUID, 512, 0, 512, 4000, "vg0-swap")),
     })
+    esp = "102 101 8:1 / %s/boot/efi rw,relatime - vfat /dev/sda1 rw,fmask=0077" % mnt
     table = mountinfo(
         tmp_path,
         "1 0 8:17 / / rw - ext4 /dev/sdb1 rw",  # the helper's own disk
         "100 1 253:0 / %s rw,relatime - xfs /dev/mapper/vg0-root rw,attr2,inode64" % mnt,
         "101 100 8:2 / %s/boot rw,relatime - ext4 /dev/sda2 rw" % mnt,
-        "102 101 8:1 / %s/boot/efi rw,relatime - vfat /dev/sda1 rw,fmask=0077" % mnt,
+        *([esp] if esp_mounted else []),
         "103 100 0:40 / %s/run rw - tmpfs tmpfs rw" % mnt)
     for efi in ("EFI/debian/grubx64.efi", "EFI/debian/shimx64.efi", "EFI/BOOT/BOOTX64.EFI",
                 "EFI/debian/grub.cfg"):
@@ -323,6 +324,19 @@ def test_gpt_uefi_disk_with_esp_boot_and_lvm(tmp_path):
         ("/boot", "/dev/sda2", "f40a9d28-0023-4fd5-b964-93218715442a"),
         ("/boot/efi", "/dev/sda1", "829D-A6B8")]
     assert not [dev for dev in tools.probed("blkid") if dev.startswith("/dev/sdb")]
+
+
+def test_an_esp_in_the_partition_table_means_uefi_when_none_is_mounted(tmp_path):
+    mnt = tmp_path / "mnt"
+    tools, table = uefi_guest(tmp_path, mnt, esp_mounted=False)
+    boot = collect_layout(str(mnt), tools, mountinfo=table)["boot"]
+    assert (boot["mode"], boot["esp"], boot["efi_files"], boot["bootloader"]) == (
+        "uefi", "", [], "grub2")
+    # A BIOS boot partition beside it: a disk made to boot both ways, most likely by BIOS.
+    gpt = json.loads(tools.answers[("sfdisk", "/dev/sda")])
+    gpt["partitiontable"]["partitions"][2]["type"] = "21686148-6449-6E6F-744E-656564454649"
+    tools.answers[("sfdisk", "/dev/sda")] = json.dumps(gpt)
+    assert collect_layout(str(mnt), tools, mountinfo=table)["boot"]["mode"] == "bios"
 
 
 # ---------------------------------------------------------------- another root: a loop disk
@@ -514,3 +528,221 @@ def test_boot_loader_detection(tmp_path, files, expected):
                       "92 91 254:1 / %s/boot/efi rw - vfat /dev/vda1 rw" % mnt)
     boot = collect_layout(str(mnt), tools, mountinfo=table)["boot"]
     assert boot["bootloader"] == expected and boot["mode"] == "uefi"
+
+
+# ---------------------------------------------------------------- a real guest disk (root)
+
+IMAGE_TOOLS = ("losetup", "partx", "sfdisk", "blkid", "mkfs.vfat", "mkfs.ext4", "mkswap",
+               "mkfs.xfs", "tune2fs", "pvcreate", "vgcreate", "vgcfgbackup", "vgcfgrestore",
+               "pvs", "lvs", "mount", "umount")
+ESP_TYPE = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
+LINUX_TYPE = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
+SWAP_TYPE = "0657FD6D-A4AB-43C4-84E5-0933C84B4F4F"
+LVM_TYPE = "E6D6D379-F507-44C2-A23C-238F2A3DF928"
+# xfs wants at least 300 MiB; the image is sparse, so its 800 MiB cost little.
+IMAGE_LAYOUT = """label: gpt
+size=32MiB, type=%s, name="EFI System Partition"
+size=96MiB, type=%s, name=root
+size=16MiB, type=%s, name=swap
+size=320MiB, type=%s, name=lvm
+type=%s, name=srv
+""" % (ESP_TYPE, LINUX_TYPE, SWAP_TYPE, LVM_TYPE, LINUX_TYPE)
+# LVM never touches the host's own volume groups (--devices), keeps no backup of the test VG
+# in /etc/lvm, and with no udev here it makes its device nodes itself.
+LVM_CONFIG = ("backup{backup=0 archive=0} "
+              "activation{udev_sync=0 udev_rules=0 verify_udev_operations=1}")
+
+
+def sh(*argv, **kwargs):
+    return subprocess.run(argv, check=True, capture_output=True, text=True, **kwargs).stdout
+
+
+def kernel_has(fstype):
+    with open("/proc/filesystems") as f:
+        return any(line.split()[-1] == fstype for line in f if line.strip())
+
+
+def device_mapper_works():
+    try:
+        return subprocess.run(["dmsetup", "version"], capture_output=True).returncode == 0
+    except FileNotFoundError:
+        return False
+
+
+def lvm_uuid():
+    """LVM's UUID form: 32 characters in groups of 6-4-4-4-4-4-6."""
+    chars = uuid.uuid4().hex
+    return "-".join(chars[a:b] for a, b in ((0, 6), (6, 10), (10, 14), (14, 18), (18, 22),
+                                            (22, 26), (26, 32)))
+
+
+def add_two_segment_lv(vg, pv, lvm, workdir, lv_uuid):
+    """The LV is written into the VG's metadata and restored (vgcfgrestore needs no
+    device-mapper, lvcreate does): 76 extents in two segments, a gap of 2 extents between."""
+    backup = str(workdir / "vg.txt")
+    sh("vgcfgbackup", *lvm, "-f", backup, vg)
+    text = open(backup).read()
+    lv = """
+\tlogical_volumes {
+\t\tdata {
+\t\t\tid = "%s"
+\t\t\tstatus = ["READ", "WRITE", "VISIBLE"]
+\t\t\tflags = []
+\t\t\tsegment_count = 2
+\t\t\tsegment1 {
+\t\t\t\tstart_extent = 0
+\t\t\t\textent_count = 50
+\t\t\t\ttype = "striped"
+\t\t\t\tstripe_count = 1
+\t\t\t\tstripes = ["pv0", 0]
+\t\t\t}
+\t\t\tsegment2 {
+\t\t\t\tstart_extent = 50
+\t\t\t\textent_count = 26
+\t\t\t\ttype = "striped"
+\t\t\t\tstripe_count = 1
+\t\t\t\tstripes = ["pv0", 52]
+\t\t\t}
+\t\t}
+\t}
+""" % lv_uuid
+    end = text.rindex("}")
+    with open(backup, "w") as f:
+        f.write(text[:end] + lv + text[end:])
+    sh("vgcfgrestore", *lvm, "-f", backup, vg)
+
+
+@pytest.fixture
+def guest_disk(tmp_path):
+    """A 800 MiB GPT guest disk on a loop device, mounted at tmp_path/mnt the way a guest
+    mounts it: ext4 root, ESP at /boot/efi (vfat, when this kernel mounts vfat), swap, an
+    LVM PV whose VG holds an LV `data` (xfs at /data when device-mapper works here), and an
+    xfs /srv partition."""
+    missing = [tool for tool in IMAGE_TOOLS if not any(
+        os.access(os.path.join(d, tool), os.X_OK) for d in os.environ["PATH"].split(":") + ["/sbin", "/usr/sbin"])]
+    if missing:
+        pytest.skip("needs %s to build a guest disk" % ", ".join(missing))
+    image, mnt = tmp_path / "guest.img", tmp_path / "mnt"
+    with open(image, "wb") as f:
+        f.truncate(800 * MIB)
+    sh("sfdisk", "-q", str(image), input=IMAGE_LAYOUT)
+    facts = {"mnt": mnt, "vg": "osamtestvg" + uuid.uuid4().hex[:8], "lv_uuid": lvm_uuid()}
+    mounted, activated = [], False
+    loop = sh("losetup", "-fP", "--show", str(image)).strip()
+    try:
+        subprocess.run(["partx", "-a", loop], capture_output=True)  # no udev: make the nodes
+        part = ["%sp%d" % (loop, n) for n in range(1, 6)]
+        assert all(os.path.exists(p) for p in part), "no partition nodes for %s" % loop
+        facts.update(loop=loop, part=part)
+        sh("mkfs.vfat", "-n", "OSAMESP", part[0])
+        sh("mkfs.ext4", "-q", "-L", "osamroot", part[1])
+        sh("mkswap", "-L", "osamswap", part[2])
+        sh("mkfs.xfs", "-q", "-L", "osamsrv", part[4])
+        lvm = ["--devices", part[3], "--config", LVM_CONFIG]
+        facts["lvm"] = lvm
+        sh("pvcreate", "-q", *lvm, part[3])
+        sh("vgcreate", "-q", *lvm, facts["vg"], part[3])
+        add_two_segment_lv(facts["vg"], part[3], lvm, tmp_path, facts["lv_uuid"])
+
+        def mount(device, target, fstype):
+            os.makedirs(target, exist_ok=True)
+            sh("mount", "-t", fstype, device, str(target))
+            mounted.append(target)
+
+        mount(part[1], mnt, "ext4")
+        (mnt / "boot" / "grub").mkdir(parents=True)
+        (mnt / "boot" / "grub" / "grub.cfg").write_text("set default=0\n")
+        facts["esp_mounted"] = kernel_has("vfat")
+        if facts["esp_mounted"]:
+            mount(part[0], mnt / "boot" / "efi", "vfat")
+            (mnt / "boot" / "efi" / "EFI" / "debian").mkdir(parents=True)
+            (mnt / "boot" / "efi" / "EFI" / "debian" / "grubx64.efi").write_bytes(b"MZ")
+        facts["srv_mounted"] = kernel_has("xfs")
+        if facts["srv_mounted"]:
+            mount(part[4], mnt / "srv", "xfs")
+        facts["lv_mounted"] = kernel_has("xfs") and device_mapper_works()
+        if facts["lv_mounted"]:
+            sh("vgchange", *lvm, "-ay", facts["vg"])
+            activated = True
+            lv_device = "/dev/mapper/%s-data" % facts["vg"]
+            assert os.path.exists(lv_device), "vgchange made no %s" % lv_device
+            sh("mkfs.xfs", "-q", "-L", "osamdata", lv_device)
+            mount(lv_device, mnt / "data", "xfs")
+            facts["lv_device"] = lv_device
+        yield facts
+    finally:
+        for target in reversed(mounted):
+            subprocess.run(["umount", str(target)], capture_output=True)
+        if activated:
+            subprocess.run(["vgchange", *facts["lvm"], "-an", facts["vg"]], capture_output=True)
+            subprocess.run(["dmsetup", "remove", "--noudevsync", "%s-data" % facts["vg"]],
+                           capture_output=True)
+        subprocess.run(["partx", "-d", loop], capture_output=True)
+        subprocess.run(["losetup", "-d", loop], capture_output=True)
+
+
+def blkid(device):
+    return parse_export(sh("blkid", "-p", "-o", "export", device))
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="needs root: builds a guest disk on a loop device "
+                                        "with LVM and mounts its file systems")
+def test_layout_of_a_real_guest_disk(guest_disk):
+    facts, part = guest_disk, guest_disk["part"]
+    layout = collect_layout(str(facts["mnt"]))
+    assert layout["errors"] == []
+    json.dumps(layout)
+
+    loop_name = os.path.basename(facts["loop"])
+    [disk] = layout["disks"]
+    assert (disk["name"], disk["path"], disk["size"]) == (loop_name, facts["loop"], 800 * MIB)
+    table = json.loads(sh("sfdisk", "--json", facts["loop"]))["partitiontable"]
+    assert disk["partition_table"] == table
+    assert table["id"].lower() == blkid(facts["loop"])["PTUUID"]
+    for entry, device in zip(table["partitions"], part):
+        assert entry["uuid"].lower() == blkid(device)["PART_ENTRY_UUID"]
+    assert [(p["number"], p["name"], p["size"]) for p in disk["partitions"]] == [
+        (n + 1, os.path.basename(device), int(sh("blockdev", "--getsize64", device)))
+        for n, device in enumerate(part)]
+
+    fs = {f["device"]: f for f in layout["filesystems"]}
+    expected = [part[0], part[1], part[2], part[4]] + (
+        [facts["lv_device"]] if facts["lv_mounted"] else [])
+    assert sorted(fs) == sorted(expected)
+    for device in expected:
+        probe = blkid(device)
+        assert (fs[device]["fstype"], fs[device]["uuid"], fs[device]["label"]) == (
+            probe["TYPE"], probe["UUID"], probe.get("LABEL", "")), device
+        assert fs[device]["size"] == int(sh("blockdev", "--getsize64", device))
+    assert fs[part[1]]["mountpoint"] == "/" and fs[part[2]]["mountpoint"] is None
+    assert fs[part[0]]["mountpoint"] == ("/boot/efi" if facts["esp_mounted"] else None)
+    assert fs[part[4]]["mountpoint"] == ("/srv" if facts["srv_mounted"] else None)
+    assert fs[part[1]]["parent"] == {"kind": "partition", "disk": loop_name, "number": 2}
+    features = sh("tune2fs", "-l", part[1]).split("Filesystem features:")[1].split("\n")[0].split()
+    assert fs[part[1]]["options"]["features"] == features
+    assert fs[part[0]]["options"]["fat_size"] == int(blkid(part[0])["VERSION"][3:])
+    assert fs[part[0]]["options"]["volume_id"] == blkid(part[0])["UUID"].replace("-", "")
+    assert fs[part[4]]["options"]["crc"] == 1 and fs[part[4]]["options"]["block_size"] == 4096
+
+    lvm = layout["lvm"]
+    pv_uuid = sh("pvs", *facts["lvm"], "--noheadings", "-o", "pv_uuid", part[3]).strip()
+    vg_uuid = sh("vgs", *facts["lvm"], "--noheadings", "-o", "vg_uuid", facts["vg"]).strip()
+    assert [(pv["device"], pv["uuid"], pv["vg"], pv["parent"]) for pv in lvm["pvs"]] == [
+        (part[3], pv_uuid, facts["vg"], {"kind": "partition", "disk": loop_name, "number": 4})]
+    assert [(vg["name"], vg["uuid"], vg["extent_size"]) for vg in lvm["vgs"]] == [
+        (facts["vg"], vg_uuid, 4 * MIB)]
+    [lv] = lvm["lvs"]
+    assert (lv["name"], lv["vg"], lv["uuid"], lv["size"], lv["dm_name"]) == (
+        "data", facts["vg"], facts["lv_uuid"], 76 * 4 * MIB, "%s-data" % facts["vg"])
+    assert [(s["le_start"], s["pv"], s["pe_start"], s["extents"]) for s in lv["segments"]] == [
+        (0, part[3], 0, 50), (50, part[3], 52, 26)]
+    if facts["lv_mounted"]:
+        assert fs[facts["lv_device"]]["parent"] == {"kind": "lv", "vg": facts["vg"], "lv": "data"}
+
+    targets = ["/"] + (["/boot/efi"] if facts["esp_mounted"] else []) + (
+        ["/data"] if facts["lv_mounted"] else []) + (["/srv"] if facts["srv_mounted"] else [])
+    assert [m["target"] for m in layout["mounts"]] == targets
+    boot = layout["boot"]
+    assert (boot["mode"], boot["bootloader"], boot["boot_disk"]) == ("uefi", "grub2", loop_name)
+    if facts["esp_mounted"]:
+        assert boot["efi_files"] == ["/boot/efi/EFI/debian/grubx64.efi"]

@@ -10,7 +10,7 @@ in guest terms: "/" is root itself, "/boot" is root + "/boot".
 
     layout = {
       "root": "/",                    # the sentinel's --root, as given
-      "boot": {"mode": "bios" | "uefi",
+      "boot": {"mode": "bios" | "uefi",   # see layout_boot
                "bootloader": "grub2" | "systemd-boot" | "syslinux" | "unknown",
                "boot_disk": "sda",    # the disk holding /boot (or /), "" when unknown
                "esp": "/boot/efi",    # guest mount point of the EFI system partition, or ""
@@ -92,10 +92,14 @@ def collect_layout(root: str = "/", run: Run = subprocess.run, *, mountinfo: str
     lvm = collect_lvm(tools, describe_pv)
     lv_by_dm_name = {lv["dm_name"]: lv for lv in lvm["lvs"] if lv["dm_name"]}
     mount_entries = sorted((mount_entry(m, probes) for m in mounts), key=lambda m: m["target"])
+    disk_entries = [disk_entry(tools, tree, tree.devices[d], probes[d]) for d in disks]
+    booted_from = boot_disk(tree, mounts)
+    boot_table = next((d["partition_table"] for d in disk_entries if d["name"] == booted_from),
+                      None)
     return {
         "root": root,
-        "boot": collect_boot(root, mount_entries, boot_disk(tree, mounts), efi_firmware_dir),
-        "disks": [disk_entry(tools, tree, tree.devices[d], probes[d]) for d in disks],
+        "boot": collect_boot(root, mount_entries, booted_from, boot_table, efi_firmware_dir),
+        "disks": disk_entries,
         "filesystems": filesystems(tools, tree, nodes, probes, mounts, lv_by_dm_name),
         "lvm": lvm,
         "mounts": mount_entries,

@@ -2,8 +2,10 @@
 
 With root "/" the firmware mode is the running machine's (/sys/firmware/efi). For another
 root (a guest disk mounted on a helper) it is inferred from the disk: an EFI system partition
-(vfat with an EFI/ directory) mounted at /boot/efi, /efi or /boot means UEFI. The boot loader
-is recognised by its files below root; paths are reported in guest terms.
+(vfat with an EFI/ directory) mounted at /boot/efi, /efi or /boot means UEFI; so does, when
+no ESP is mounted (a helper whose kernel has no vfat), an ESP in the boot disk's partition
+table without a BIOS boot partition beside it. The boot loader is recognised by its files
+below root; paths are reported in guest terms.
 """
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ from typing import Any, Dict, List, Optional, Sequence
 EFI_FIRMWARE_DIR = "/sys/firmware/efi"
 ESP_TARGETS = ("/boot/efi", "/efi", "/boot")
 MAX_EFI_FILES = 256  # a sanity cap: an ESP holds a handful of boot binaries
+ESP_PARTITION_TYPES = ("C12A7328-F81F-11D2-BA4B-00A0C93EC93B", "EF")       # GPT, dos
+BIOS_BOOT_PARTITION_TYPE = "21686148-6449-6E6F-744E-656564454649"           # GRUB's core.img
 
 GRUB_CONFIGS = ("boot/grub/grub.cfg", "boot/grub2/grub.cfg", "boot/grub/i386-pc",
                 "boot/grub2/i386-pc")
@@ -67,16 +71,24 @@ def detect_bootloader(root: str, esp: Optional[str], efi_binaries: Sequence[str]
     return "unknown"
 
 
-def firmware_mode(root: str, esp: Optional[str], efi_firmware_dir: str = EFI_FIRMWARE_DIR) -> str:
+def firmware_mode(root: str, esp: Optional[str], partition_table: Optional[Dict[str, Any]],
+                  efi_firmware_dir: str = EFI_FIRMWARE_DIR) -> str:
     if os.path.realpath(root) == "/":
         return "uefi" if os.path.isdir(efi_firmware_dir) else "bios"
-    return "uefi" if esp else "bios"
+    return "uefi" if esp or _has_only_an_esp(partition_table) else "bios"
+
+
+def _has_only_an_esp(partition_table: Optional[Dict[str, Any]]) -> bool:
+    types = {str(p.get("type", "")).upper() for p in (partition_table or {}).get("partitions", [])}
+    return bool(types & set(ESP_PARTITION_TYPES)) and BIOS_BOOT_PARTITION_TYPE not in types
 
 
 def collect_boot(root: str, mounts: Sequence[Dict[str, Any]], boot_disk: str,
+                 partition_table: Optional[Dict[str, Any]] = None,
                  efi_firmware_dir: str = EFI_FIRMWARE_DIR) -> Dict[str, Any]:
+    """`partition_table` is the boot disk's (sfdisk's partitiontable), if it has one."""
     esp = find_esp(root, mounts)
     binaries = efi_files(root, esp)
-    return {"mode": firmware_mode(root, esp, efi_firmware_dir),
+    return {"mode": firmware_mode(root, esp, partition_table, efi_firmware_dir),
             "bootloader": detect_bootloader(root, esp, binaries),
             "boot_disk": boot_disk, "esp": esp or "", "efi_files": binaries}

@@ -19,7 +19,9 @@ from typing import Any, Callable, Dict, List, Optional
 
 from osam.sentinel.layout_tools import Tools
 
-_REPORT = ("--reportformat", "json", "--units", "b", "--nosuffix", "-o")
+# Reading must not write: without this, a report may refresh /etc/lvm/backup and archive.
+_READ_ONLY = ("--config", "backup{backup=0 archive=0}")
+_REPORT = _READ_ONLY + ("--reportformat", "json", "--units", "b", "--nosuffix", "-o")
 PVS_ARGV = ("pvs",) + _REPORT + ("pv_name,pv_uuid,vg_name,pv_size,pe_start,pv_pe_count",)
 VGS_ARGV = ("vgs",) + _REPORT + ("vg_name,vg_uuid,vg_extent_size,vg_size,vg_extent_count",)
 LVS_ARGV = ("lvs", "-a", "--segments") + _REPORT + (
