@@ -164,15 +164,55 @@ def test_status_table_and_details(server, pki, ctl, capsys):
     assert code == 0 and "phase:       full_sync" in out and "registered -> full_sync" in out
 
 
+# A BIOS guest: one dos disk with an ext4 root and swap (the sentinel's layout, abridged).
+BIOS_LAYOUT = {
+    "root": "/",
+    "boot": {"mode": "bios", "bootloader": "grub2", "boot_disk": "sda", "esp": "",
+             "efi_files": []},
+    "disks": [{"name": "sda", "path": "/dev/sda", "size": 3 << 30,
+               "partition_table": {"label": "dos", "id": "0x8d3c2a1b", "partitions": []},
+               "partitions": []}],
+    "filesystems": [
+        {"device": "/dev/sda2", "fstype": "swap", "mountpoint": None},
+        {"device": "/dev/sda1", "fstype": "ext4", "mountpoint": "/"}],
+    "lvm": {"pvs": [], "vgs": [], "lvs": []},
+    "mounts": [{"target": "/", "source": "/dev/sda1", "fstype": "ext4"}],
+    "errors": [],
+}
+
+
 def test_guests_table(server, pki, ctl, capsys):
+    ctl.register_guest("web01", {"os": "debian", "layout": BIOS_LAYOUT}, "0.1.0")
     ctl.start_migration("web01")
     code, out, _ = run(server, pki, capsys, "guests")
     lines = out.splitlines()
     assert code == 0 and lines[0].split()[:4] == ["NAME", "CONNECTED", "AGENT", "MIGRATION"]
-    assert lines[1].split()[:3] == ["db01", "yes", "0.1.0"]
+    assert lines[0].split()[-1] == "LAYOUT"
+    assert lines[1].split()[:3] == ["db01", "yes", "0.1.0"] and lines[1].endswith(" -")
     assert lines[2].split()[:4] == ["web01", "yes", "0.1.0", "registered"]
+    assert lines[2].endswith("  disks: sda 3.0 GiB dos; fs: / ext4, swap; boot: bios grub2")
     code, out, _ = run(server, pki, capsys, "guests", "--json")
-    assert [guest["name"] for guest in json.loads(out)] == ["db01", "web01"]
+    guests = json.loads(out)
+    assert [guest["name"] for guest in guests] == ["db01", "web01"]
+    assert guests[1]["inventory"]["layout"] == BIOS_LAYOUT
+
+
+def test_layout_summary_of_a_uefi_guest_with_lvm():
+    layout = {
+        "boot": {"mode": "uefi", "bootloader": "systemd-boot"},
+        "disks": [{"name": "nvme0n1", "size": 20 << 30, "partition_table": {"label": "gpt"}},
+                  {"name": "sdb", "size": 512 << 20, "partition_table": None}],
+        "filesystems": [{"fstype": "xfs", "mountpoint": "/"},
+                        {"fstype": "vfat", "mountpoint": "/boot/efi"},
+                        {"fstype": "swap", "mountpoint": None},
+                        {"fstype": "ext4", "mountpoint": None}],  # unmounted: not shown
+        "lvm": {"vgs": [{"name": "rhel"}]},
+        "errors": [{"probe": "sfdisk /dev/sdb", "error": "..."}],
+    }
+    assert osamctl.layout_summary(layout) == (
+        "disks: nvme0n1 20.0 GiB gpt, sdb 512.0 MiB; fs: / xfs, /boot/efi vfat, swap; "
+        "lvm: rhel; boot: uefi systemd-boot; 1 error(s)")
+    assert osamctl.layout_summary(None) == osamctl.layout_summary({}) == "-"
 
 
 def test_migrate_is_idempotent_and_conflicts_are_errors(server, pki, ctl, capsys):

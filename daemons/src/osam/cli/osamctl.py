@@ -1,6 +1,6 @@
 """osamctl: the operator's command line for the receiver's REST API.
 
-    osamctl --api https://HOST:PORT --pki DIR guests
+    osamctl --api https://HOST:PORT --pki DIR guests [--json]
     osamctl ... migrate NAME [--switchover manual|immediate|at=ISO8601] [--wait PHASE]
     osamctl ... status [NAME] [--json] [--follow]
     osamctl ... switchover NAME [--at ISO8601 | --cancel]
@@ -251,8 +251,40 @@ def format_table(header: Sequence[str], rows: List[Sequence[str]]) -> str:
 
 def guests_table(guests: List[Dict[str, Any]]) -> str:
     rows = [(g["name"], "yes" if g.get("connected") else "no", g.get("agent_version") or "-",
-             g.get("migration_phase") or "-", g.get("last_seen") or "-") for g in guests]
-    return format_table(("NAME", "CONNECTED", "AGENT", "MIGRATION", "LAST SEEN"), rows)
+             g.get("migration_phase") or "-", g.get("last_seen") or "-",
+             layout_summary((g.get("inventory") or {}).get("layout"))) for g in guests]
+    return format_table(("NAME", "CONNECTED", "AGENT", "MIGRATION", "LAST SEEN", "LAYOUT"), rows)
+
+
+def layout_summary(layout: Optional[Dict[str, Any]]) -> str:
+    """One line from the sentinel's disk layout, e.g.
+    `disks: sda 3.0 GiB dos; fs: / ext4, swap; boot: bios grub2`; "-" when there is none."""
+    if not layout:
+        return "-"
+    disks = ", ".join(_disk_summary(d) for d in layout.get("disks", []))
+    parts = [f"disks: {disks or '-'}", f"fs: {_file_systems_summary(layout) or '-'}"]
+    vgs = layout.get("lvm", {}).get("vgs", [])
+    if vgs:
+        parts.append("lvm: " + ", ".join(vg["name"] for vg in vgs))
+    boot = layout.get("boot") or {}
+    parts.append(f"boot: {boot.get('mode') or '-'} {boot.get('bootloader') or '-'}")
+    if layout.get("errors"):
+        parts.append(f"{len(layout['errors'])} error(s)")
+    return "; ".join(parts)
+
+
+def _disk_summary(disk: Dict[str, Any]) -> str:
+    """Name, size and partition table type (dos, gpt; nothing without a table)."""
+    label = (disk.get("partition_table") or {}).get("label")
+    return " ".join(filter(None, [disk.get("name"), human_bytes(disk.get("size")), label]))
+
+
+def _file_systems_summary(layout: Dict[str, Any]) -> str:
+    """Mounted file systems by mount point, then swap; unmounted ones are left out."""
+    filesystems = layout.get("filesystems", [])
+    mounted = sorted((f["mountpoint"], f["fstype"]) for f in filesystems if f.get("mountpoint"))
+    swaps = [f for f in filesystems if f.get("fstype") == "swap"]
+    return ", ".join([f"{target} {fstype}" for target, fstype in mounted] + ["swap"] * len(swaps))
 
 
 def migrations_table(migrations: List[Dict[str, Any]]) -> str:
@@ -462,7 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     guests = command("guests", "list registered guests")
-    guests.add_argument("--json", action="store_true", help="print JSON")
+    guests.add_argument("--json", action="store_true",
+                        help="print JSON: every guest's whole inventory and disk layout")
     guests.set_defaults(run=cmd_guests)
 
     migrate = command("migrate", "start migrating a guest (idempotent)")
