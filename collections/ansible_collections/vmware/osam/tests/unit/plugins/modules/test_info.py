@@ -23,6 +23,20 @@ def test_guest_info_lists_guests_with_their_facts(receiver, conn):
         ('web01', True, 'web01'), ('db01', False, 'db01')]
 
 
+def test_guest_info_returns_the_disk_layout_as_reported(receiver, conn):
+    layout = dict(
+        root='/', boot=dict(mode='bios', bootloader='grub2', boot_disk='sda', esp='', efi_files=[]),
+        disks=[dict(name='sda', path='/dev/sda', size=3 << 30, partitions=[],
+                    partition_table=dict(label='dos', id='0x8d3c2a1b', partitions=[]))],
+        filesystems=[dict(device='/dev/sda1', fstype='ext4', uuid='6a0d7bb4-2f0e-4c43-8a4f-1f0b1a0b9c11',
+                          label='root', size=2 << 30, mountpoint='/', options=dict(features=['has_journal']),
+                          parent=dict(kind='partition', disk='sda', number=1))],
+        lvm=dict(pvs=[], vgs=[], lvs=[]), mounts=[], errors=[])
+    receiver.add_guest('web01')['inventory']['layout'] = layout
+    [guest] = run_module(guest_info.main, dict(conn, name='web01'))['guests']
+    assert guest['inventory']['layout'] == layout
+
+
 def test_guest_info_for_one_guest_or_none(receiver, conn):
     receiver.add_guest('web01')
     assert [g['name'] for g in run_module(guest_info.main, dict(conn, name='web01'))['guests']] == ['web01']
