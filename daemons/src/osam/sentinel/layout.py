@@ -74,6 +74,8 @@ class GuestMount:
 
 def collect_layout(root: str = "/", run: Run = subprocess.run, *, mountinfo: str = MOUNTINFO,
                    efi_firmware_dir: str = EFI_FIRMWARE_DIR) -> Dict[str, Any]:
+    """The layout of the disks behind `root` (schema above). `run` runs every external
+    command; `mountinfo` and `efi_firmware_dir` let tests stand in for /proc and /sys."""
     tools = Tools(run)
     tree = DeviceTree.read(tools)
     host_root = os.path.realpath(root)

@@ -24,15 +24,17 @@ class ToolFailed(RuntimeError):
 
 
 class Tools:
+    """The layout's commands, run through `run`, and the errors of the probes that failed."""
+
     def __init__(self, run: Run = subprocess.run) -> None:
         self._run = run
         self.errors: List[Dict[str, str]] = []
 
-    def text(self, argv: Sequence[str], ok_codes: Sequence[int] = (0,)) -> str:
+    def text(self, argv: Sequence[str]) -> str:
         """stdout of `argv`; raises ToolFailed (exit status), OSError (missing tool) or
         subprocess.TimeoutExpired."""
         returncode, stdout, stderr = self.outputs(argv)
-        if returncode not in ok_codes:
+        if returncode != 0:
             raise ToolFailed("%s exited %d: %s" % (argv[0], returncode, stderr.strip()))
         return stdout
 
