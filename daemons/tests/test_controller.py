@@ -47,7 +47,8 @@ LEGAL = [
     (phases.REGISTERED, phases.FULL_SYNC),
     (phases.FULL_SYNC, phases.CONTINUOUS_SYNC),
     (phases.QUIESCE, phases.FINAL_SYNC),
-    (phases.FINAL_SYNC, phases.COMPLETED),
+    (phases.FINAL_SYNC, phases.FIXUP),
+    (phases.FIXUP, phases.COMPLETED),
 ] + [(phase, phases.FAILED) for phase in phases.PHASES if phase not in phases.TERMINAL]
 
 
@@ -70,6 +71,7 @@ ILLEGAL = [
     (phases.CONTINUOUS_SYNC, phases.FULL_SYNC),
     (phases.QUIESCE, phases.CONTINUOUS_SYNC),
     (phases.FINAL_SYNC, phases.QUIESCE),
+    (phases.FINAL_SYNC, phases.COMPLETED),
     (phases.COMPLETED, phases.FAILED),
     (phases.FAILED, phases.REGISTERED),
     (phases.COMPLETED, phases.FULL_SYNC),
@@ -133,7 +135,7 @@ def test_happy_path_with_history(ctl, clock):
         ctl.advance("web01", step)
     ctl.update_progress("web01", lag=1.5)
     ctl.request_switchover("web01")
-    for step in (phases.QUIESCE, phases.FINAL_SYNC, phases.COMPLETED):
+    for step in (phases.QUIESCE, phases.FINAL_SYNC, phases.FIXUP, phases.COMPLETED):
         clock.tick(1)
         ctl.advance("web01", step)
     done = ctl.migration("web01")
@@ -141,8 +143,9 @@ def test_happy_path_with_history(ctl, clock):
     assert done["lag_at_switchover"] == 1.5
     assert [(h["from"], h["to"]) for h in done["history"]] == [
         (None, "registered"), ("registered", "full_sync"), ("full_sync", "continuous_sync"),
-        ("continuous_sync", "quiesce"), ("quiesce", "final_sync"), ("final_sync", "completed")]
-    assert done["history"][-1]["at"] == iso(T0 + 5)
+        ("continuous_sync", "quiesce"), ("quiesce", "final_sync"), ("final_sync", "fixup"),
+        ("fixup", "completed")]
+    assert done["history"][-1]["at"] == iso(T0 + 6)
     assert ctl.guest("web01")["migration_phase"] == phases.COMPLETED
 
 

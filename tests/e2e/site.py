@@ -84,10 +84,13 @@ class Site:
         self.daemons.append(d)
         return d.start()
 
-    def start_receiver(self, env=None) -> Daemon:
+    def start_receiver(self, env=None, replica_format: str = None, extra=()) -> Daemon:
+        self.replica_format = replica_format or getattr(self, "replica_format", "tree")
+        self.receiver_extra = list(extra) or getattr(self, "receiver_extra", [])
         self.receiver = self._daemon("receiver", [
             VENV_BIN / "osam-receiver", "--listen", f"127.0.0.1:{self.receiver_port}",
-            "--api", f"127.0.0.1:{self.api_port}", "--pki", self.pki, "--data", self.data], env)
+            "--api", f"127.0.0.1:{self.api_port}", "--pki", self.pki, "--data", self.data,
+            "--replica-format", self.replica_format, *self.receiver_extra], env)
         wait_for(lambda: self._port_open(self.api_port), 20, "the receiver's API")
         return self.receiver
 

@@ -103,7 +103,7 @@ def run_demo(workdir: str, keep_running: bool = False) -> int:
 
     try:
         start("receiver", "osam.receiver.main", "--listen", f"127.0.0.1:{rport}", "--api", f"127.0.0.1:{aport}",
-              "--pki", pki, "--data", data)
+              "--pki", pki, "--data", data, "--replica-format", "tree")
         start("gateway", "osam.gateway.main", "--listen", f"127.0.0.1:{gport}", "--receiver", f"127.0.0.1:{rport}",
               "--pki", pki)
         etc = work / "sentinel-etc"

@@ -14,11 +14,12 @@ FULL_SYNC = "full_sync"
 CONTINUOUS_SYNC = "continuous_sync"
 QUIESCE = "quiesce"
 FINAL_SYNC = "final_sync"
+FIXUP = "fixup"
 COMPLETED = "completed"
 FAILED = "failed"
 
 # In lifecycle order; `osamctl migrate --wait` relies on this order.
-PHASES = (REGISTERED, FULL_SYNC, CONTINUOUS_SYNC, QUIESCE, FINAL_SYNC, COMPLETED, FAILED)
+PHASES = (REGISTERED, FULL_SYNC, CONTINUOUS_SYNC, QUIESCE, FINAL_SYNC, FIXUP, COMPLETED, FAILED)
 TERMINAL: FrozenSet[str] = frozenset({COMPLETED, FAILED})
 # Phases in which the switchover can still be requested, rescheduled or cancelled.
 BEFORE_SWITCHOVER: FrozenSet[str] = frozenset({REGISTERED, FULL_SYNC, CONTINUOUS_SYNC})
@@ -39,7 +40,8 @@ TRANSITIONS: Dict[str, Dict[str, Optional[str]]] = {
     FULL_SYNC: {CONTINUOUS_SYNC: None},
     CONTINUOUS_SYNC: {QUIESCE: SWITCHOVER_IS_DUE},
     QUIESCE: {FINAL_SYNC: None},
-    FINAL_SYNC: {COMPLETED: None},
+    FINAL_SYNC: {FIXUP: None},
+    FIXUP: {COMPLETED: None},
     COMPLETED: {},
     FAILED: {},
 }

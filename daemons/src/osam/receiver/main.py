@@ -20,6 +20,7 @@ from ..protocol.frames import HELLO
 from ..transport import Connection, bound_port, close_server, serve, server_context
 from ..transport.framed import FramedStream, LinkClosed
 from .api import handle_api_connection
+from .replica import DISK, FORMATS
 from .session import GuestSession
 
 log = logging.getLogger("osam.receiver")
@@ -28,8 +29,10 @@ FORWARD_TIMEOUT = 15.0
 
 
 class Receiver:
-    def __init__(self, data_dir: str, pki_dir: str):
+    def __init__(self, data_dir: str, pki_dir: str, replica_format: str = DISK, fixup: bool = True):
         self.data_dir = data_dir
+        self.replica_format = replica_format
+        self.fixup = fixup
         self.pki_dir = pki_dir
         os.makedirs(data_dir, mode=0o700, exist_ok=True)
         self.controller = Controller(os.path.join(data_dir, "osam.sqlite"))
@@ -38,7 +41,7 @@ class Receiver:
 
     def session(self, name: str) -> GuestSession:
         if name not in self.sessions:
-            self.sessions[name] = GuestSession(name, self.data_dir, self.controller)
+            self.sessions[name] = GuestSession(name, self.data_dir, self.controller, self.replica_format, self.fixup)
         return self.sessions[name]
 
     async def handle_gateway(self, conn: Connection) -> None:
@@ -102,6 +105,12 @@ def main(argv=None) -> int:
     p.add_argument("--api", required=True, type=parse_hostport, metavar="HOST:PORT", help="REST API (HTTPS)")
     p.add_argument("--pki", required=True, metavar="DIR")
     p.add_argument("--data", required=True, metavar="DIR")
+    p.add_argument("--replica-format", choices=FORMATS, default=DISK,
+                   help="disk: raw images with the source's disks, mounted while syncing and fixed up "
+                        "to boot (needs root, loop devices); tree: a directory of the guest's files, "
+                        "not bootable (tests, demo). Default %(default)s")
+    p.add_argument("--no-fixup", dest="fixup", action="store_false",
+                   help="leave disk replicas exactly as synced (data-only replicas, or a fix-up done by hand)")
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(argv)
     service.setup_logging("osam-receiver", args.log_level)
@@ -109,7 +118,7 @@ def main(argv=None) -> int:
 
 
 async def _run(args) -> int:
-    receiver = Receiver(args.data, args.pki)
+    receiver = Receiver(args.data, args.pki, args.replica_format, args.fixup)
     links = await serve(*args.listen, server_context(args.pki, "receiver"), receiver.handle_gateway,
                         allowed_roles=("gateway",), log=log)
     api = await serve(*args.api, server_context(args.pki, "receiver"), receiver.handle_api,
@@ -121,6 +130,11 @@ async def _run(args) -> int:
     watchdog.cancel()
     close_server(links)
     close_server(api)
+    for session in list(receiver.sessions.values()):
+        try:
+            await session.shutdown()
+        except Exception:  # noqa: BLE001 - the next start releases what is left
+            log.exception("guest %s: could not let go of its replica", session.name)
     receiver.controller.close()
     return 0
 

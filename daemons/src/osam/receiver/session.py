@@ -15,6 +15,7 @@ from ..protocol import (Command, CommandResult, Error, Heartbeat, ProtocolError,
 from ..transport.framed import FramedStream, LinkClosed
 from .applier import Applier, Refused
 from .checkpoint import CheckpointJournal, decode_cursor
+from .replica import TREE, make_replica
 from .store import ReplicaStore, StoreError
 from .worker import ApplyWorker
 
@@ -26,11 +27,16 @@ HEARTBEAT_EVERY = 10.0     # so a sentinel can tell a silent receiver from a dea
 
 
 class GuestSession:
-    def __init__(self, name: str, data_dir: str, controller):
+    def __init__(self, name: str, data_dir: str, controller, replica_format: str = TREE, fixup: bool = True):
         self.name = name
         self.controller = controller
         self.replica_dir = os.path.join(data_dir, "replicas", name)
         os.makedirs(self.replica_dir, exist_ok=True)
+        self.replica = make_replica(replica_format, self.replica_dir)
+        self.fixup = fixup
+        self.replica_ready = asyncio.Event()    # its disks are built and mounted (or it is a tree)
+        if self.replica.format == TREE:
+            self.replica_ready.set()            # a directory is ready as it is
         self.journal = CheckpointJournal(os.path.join(self.replica_dir, "checkpoint.json"))
         self.store: Optional[ReplicaStore] = None
         self.control: Optional[FramedStream] = None
@@ -133,8 +139,6 @@ class GuestSession:
         if self.worker is not None:  # the previous connection's writes finish first
             self.worker.stop()
             await loop.run_in_executor(None, self.worker.join)
-        if self.store is None:
-            self.store = ReplicaStore(self.replica_dir)
         failure: list = []
         pending_ack: List[Optional[asyncio.Future]] = [None]
 
@@ -151,10 +155,15 @@ class GuestSession:
             failure.append(exc)
             me.cancel()
 
-        worker = self.worker = ApplyWorker(Applier(self.name, self.store, self.journal), loop, on_reply, on_failure)
         await stream.send(Welcome(self.name, "", {}))
         self.data_ready.set()
+        worker = None
         try:
+            # The driver mounts the replica before it asks for data; nothing comes before.
+            await self.replica_ready.wait()
+            if self.store is None:
+                self.store = self.replica.open_store()
+            worker = self.worker = ApplyWorker(Applier(self.name, self.store, self.journal), loop, on_reply, on_failure)
             while True:
                 await worker.put(await stream.recv())
         except asyncio.CancelledError:
@@ -162,7 +171,8 @@ class GuestSession:
                 raise
             await self._report_failure(stream, failure[0])
         finally:
-            worker.stop()
+            if worker is not None:
+                worker.stop()
             self.data_ready.clear()
             if self.data_task is me:
                 self.data_task = None
@@ -197,7 +207,8 @@ class GuestSession:
                 if phase is None or phases.is_terminal(phase):
                     await asyncio.sleep(POLL)
                     continue
-                await asyncio.wait_for(self.data_ready.wait(), CONTROL_SILENCE)
+                if phase != phases.FIXUP:   # the fix-up needs the replica, not the guest
+                    await asyncio.wait_for(self.data_ready.wait(), CONTROL_SILENCE)
                 await self._watch_abort(self._step(m))
         except asyncio.CancelledError:
             raise
@@ -227,6 +238,7 @@ class GuestSession:
 
     async def _step(self, m: dict) -> None:
         phase, name = m["phase"], self.name
+        await self._replica_mounted()
         if phase == phases.REGISTERED:
             self.controller.advance(name, phases.FULL_SYNC)
         elif phase == phases.FULL_SYNC:
@@ -249,8 +261,49 @@ class GuestSession:
             self.controller.advance(name, phases.FINAL_SYNC)
         elif phase == phases.FINAL_SYNC:
             self._progress(await self.command("final_sync", sync_id=self._next_sync_id(m, "final"), verify=False))
+            self.controller.advance(name, phases.FIXUP)
+        elif phase == phases.FIXUP:
+            await self._close_store()
+            loop = asyncio.get_running_loop()
+            guest = self.controller.guest(name) or {}
+            report = (await loop.run_in_executor(None, self.replica.fixup, name, guest.get("inventory") or {})
+                      if self.fixup else {"skipped": "the receiver runs with --no-fixup"})
+            log.info("guest %s: fix-up %s", name, report.get("skipped") or
+                     f"made {len(report.get('changes', []))} changes, warnings: {report.get('warnings') or 'none'}")
+            await loop.run_in_executor(None, self.replica.finish)
+            self.replica_ready.clear()
             self.controller.advance(name, phases.COMPLETED)
-            log.info("guest %s: migration completed; replica at %s", name, os.path.join(self.replica_dir, "root"))
+            log.info("guest %s: migration completed; replica in %s", name, self.replica_dir)
+
+    async def _replica_mounted(self) -> None:
+        """Build (once) and mount the replica's disks before anything is written to them."""
+        if self.replica_ready.is_set():
+            return
+        guest = self.controller.guest(self.name) or {}
+        await asyncio.get_running_loop().run_in_executor(
+            None, self.replica.prepare, self.name, guest.get("inventory") or {})
+        self.replica_ready.set()
+
+    async def _close_store(self) -> None:
+        """Stop writing: the data channel's worker ends and the store lets go of the mounts."""
+        if self.data_task is not None:
+            self.data_task.cancel()
+        if self.worker is not None:
+            self.worker.stop()
+            await asyncio.get_running_loop().run_in_executor(None, self.worker.join)
+            self.worker = None
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+    async def shutdown(self) -> None:
+        """The receiver stops: let go of the replica (a disk replica is unmounted)."""
+        if self.driver is not None:
+            self.driver.cancel()
+        await self._close_store()
+        if self.replica_ready.is_set():
+            self.replica_ready.clear()
+            await asyncio.get_running_loop().run_in_executor(None, self.replica.finish)
 
     def _full_sync_position(self, m: dict):
         state = self.journal.load()

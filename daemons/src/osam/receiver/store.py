@@ -3,6 +3,9 @@
 Layout of `replica_dir`: `root/` is the replica of the guest's tree, `staging/` holds
 everything not yet in place (same file system, emptied on open, so a killed receiver never
 leaves a torn or half-written file inside `root`), `lock` keeps a second receiver out.
+A replica made of disks has several file systems mounted below `root/` (`mounts`); each
+then has its own staging directory at its root (STAGING_NAME), because a rename cannot
+cross file systems, and that name is reserved there.
 
 The guest is not trusted: its paths and symlinks must never make the receiver touch
 anything outside `root`. Every path is validated, then resolved one component at a time
@@ -38,6 +41,8 @@ _NODE_TYPES = {CHARDEV: stat.S_IFCHR, BLOCKDEV: stat.S_IFBLK, SOCKET: stat.S_IFS
 _COPY_CHUNK = 1 << 20
 
 Parts = Tuple[bytes, ...]
+Staged = Tuple[int, bytes]      # (staging directory fd, name in it)
+STAGING_NAME = b".osam-staging"
 Xattrs = List[Tuple[bytes, bytes]]
 
 
@@ -245,12 +250,12 @@ def _copy_data_ranges(src: int, dst: int, size: int) -> None:
 class FileWriter:
     """New content for one regular file, staged until commit() renames it into place."""
 
-    def __init__(self, store: "ReplicaStore", entry: FsEntry, parts: Parts, staged: bytes, fd: int):
+    def __init__(self, store: "ReplicaStore", entry: FsEntry, parts: Parts, staged: Staged, fd: int):
         self.entry = entry
         self.written = 0
         self._store = store
         self._parts = parts
-        self._staged = staged
+        self._staged: Optional[Staged] = staged
         self._fd: Optional[int] = fd
 
     def write(self, offset: int, data: bytes) -> int:
@@ -279,7 +284,7 @@ class FileWriter:
         except BaseException:
             self.abort()
             raise
-        self._staged = b""
+        self._staged = None
         return self.written
 
     def abort(self) -> None:
@@ -289,7 +294,7 @@ class FileWriter:
             self._fd = None
         if self._staged:
             self._store._discard(self._staged)
-            self._staged = b""
+            self._staged = None
 
     def _open_fd(self) -> int:
         if self._fd is None:
@@ -307,8 +312,10 @@ class ReplicaStore:
     """One guest's replica tree. Not thread-safe: drive it from one thread (a FileWriter's
     write() may run anywhere). OSErrors of the file system itself (EPERM, ENOSPC) propagate."""
 
-    def __init__(self, replica_dir: Union[str, bytes, "os.PathLike[str]"]):
+    def __init__(self, replica_dir: Union[str, bytes, "os.PathLike[str]"],
+                 mounts: Optional[List[bytes]] = None):
         self.replica_dir = os.fsdecode(replica_dir)
+        self._stagings: List[Tuple[Parts, int]] = []   # (mount point, its staging fd), deepest first
         os.makedirs(self.replica_dir, mode=0o700, exist_ok=True)
         self._counter = itertools.count()
         self._dir_mtimes: Dict[bytes, int] = {}     # wanted mtime of each applied directory
@@ -323,10 +330,15 @@ class ReplicaStore:
             except BlockingIOError:
                 raise StoreError(f"{self.replica_dir} is in use by another receiver") from None
             self._root_fd = self._open_subdir("root")
-            self._staging_fd = self._open_subdir("staging")
-            if os.fstat(self._root_fd).st_dev != os.fstat(self._staging_fd).st_dev:
-                raise StoreError(f"{self.replica_dir}: root and staging must be on the same file system")
-            _empty_dir(self._staging_fd)
+            if mounts is None:
+                self._staging_fd = self._open_subdir("staging")
+                if os.fstat(self._root_fd).st_dev != os.fstat(self._staging_fd).st_dev:
+                    raise StoreError(f"{self.replica_dir}: root and staging must be on the same file system")
+                self._stagings = [((), self._staging_fd)]
+            else:
+                self._open_mount_stagings(mounts)
+            for _, fd in self._stagings:
+                _empty_dir(fd)
         except BaseException:
             self.close()
             raise
@@ -340,8 +352,25 @@ class ReplicaStore:
         except OSError as exc:
             raise StoreError(f"{path}: not a usable directory ({exc.strerror})") from None
 
+    def _open_mount_stagings(self, mounts: List[bytes]) -> None:
+        for mount in sorted(mounts, key=lambda m: len(split_path(m, allow_root=True)), reverse=True):
+            parts = split_path(mount, allow_root=True)
+            top = self._open_dir(parts, last=_DIR_OPEN)
+            try:
+                fd = os.open(STAGING_NAME, _DIR_OPEN, dir_fd=top)
+            except OSError as exc:
+                raise StoreError(f"{self.replica_dir}/root/{os.fsdecode(mount)}: no staging directory "
+                                 f"{os.fsdecode(STAGING_NAME)} ({exc.strerror}): is the replica mounted?") from None
+            finally:
+                os.close(top)
+            self._stagings.append((parts, fd))
+
     def close(self) -> None:
         self._drop_dir_cache()
+        for _, fd in self._stagings:
+            if fd != self._staging_fd:
+                os.close(fd)
+        self._stagings = []
         for attr in ("_staging_fd", "_root_fd", "_lock_fd"):
             fd = getattr(self, attr)
             if fd >= 0:
@@ -364,11 +393,11 @@ class ReplicaStore:
         the attributes of the replica file in place, which must exist with e.size bytes
         (else BaseMismatch: send the content through open_file)."""
         if e.kind == DIRECTORY:
-            self._apply_dir(e, split_path(e.path, allow_root=True))
+            self._apply_dir(e, self._parts(e.path, allow_root=True))
         elif e.kind == REGULAR:
-            self._apply_file_attributes(e, split_path(e.path))
+            self._apply_file_attributes(e, self._parts(e.path))
         elif e.kind in (SYMLINK, FIFO, CHARDEV, BLOCKDEV, SOCKET):
-            self._apply_node(e, split_path(e.path))
+            self._apply_node(e, self._parts(e.path))
         else:
             raise StoreError(f"{e.path!r}: unknown entry kind {e.kind!r}")
 
@@ -377,10 +406,10 @@ class ReplicaStore:
         starts as a copy of the replica file, which must be exactly that version."""
         if e.kind != REGULAR:
             raise StoreError(f"{e.path!r}: open_file takes regular files, not kind {e.kind!r}")
-        parts = split_path(e.path)
-        staged = self._staging_name()
-        fd = os.open(staged, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o600, dir_fd=self._staging_fd)
+        parts = self._parts(e.path)
+        staged = self._stage(parts)
+        fd = os.open(staged[1], os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600, dir_fd=staged[0])
         try:
             if base is not None:
                 with self._parent(parts) as (parent, name):
@@ -397,7 +426,7 @@ class ReplicaStore:
 
     def hardlink(self, path: bytes, target: bytes) -> None:
         """Make `path` another name of the replica's `target` (atomically replacing `path`)."""
-        parts, target_parts = split_path(path), split_path(target)
+        parts, target_parts = self._parts(path), self._parts(target)
         if parts == target_parts:
             return
         with self._parent(target_parts) as (parent, name):
@@ -407,8 +436,8 @@ class ReplicaStore:
                 raise MissingEntry(f"hard link target {target!r} is not in the replica") from None
             if stat.S_ISDIR(st.st_mode):
                 raise StoreError(f"hard link target {target!r} is a directory")
-            staged = self._staging_name()
-            os.link(name, staged, src_dir_fd=parent, dst_dir_fd=self._staging_fd, follow_symlinks=False)
+            staged = self._stage(parts)
+            os.link(name, staged[1], src_dir_fd=parent, dst_dir_fd=staged[0], follow_symlinks=False)
         try:
             with self._parent(parts) as (parent, name):
                 with contextlib.suppress(FileNotFoundError):
@@ -424,7 +453,7 @@ class ReplicaStore:
     def delete(self, path: bytes) -> None:
         """Remove a file, symlink, node or directory subtree. Absent is fine, and so is a
         parent that is not a directory (a symlink, a file): the path then names nothing."""
-        parts = split_path(path)
+        parts = self._parts(path)
         try:
             with self._parent(parts) as (parent, name):
                 removed = _remove_at(parent, name)
@@ -437,7 +466,7 @@ class ReplicaStore:
 
     def rename(self, old: bytes, new: bytes) -> None:
         """Atomically move `old` to `new`, replacing whatever `new` was; both parents must exist."""
-        old_parts, new_parts = split_path(old), split_path(new)
+        old_parts, new_parts = self._parts(old), self._parts(new)
         if old_parts == new_parts:
             return
         if new_parts[:len(old_parts)] == old_parts:
@@ -479,8 +508,11 @@ class ReplicaStore:
         self._dirty.clear()
 
     def sync(self) -> None:
-        """Make everything written so far durable (one syncfs instead of fsync per file)."""
+        """Make everything written so far durable (one syncfs per file system, not an fsync per file)."""
         _syncfs(self._root_fd)
+        for _, fd in self._stagings:
+            if fd != self._staging_fd:
+                _syncfs(fd)
 
     # --- kinds ---------------------------------------------------------------------------
 
@@ -507,21 +539,20 @@ class ReplicaStore:
         self._dirty.discard(key)
 
     def _apply_node(self, e: FsEntry, parts: Parts) -> None:
-        staged = self._staging_name()
-        sfd = self._staging_fd
+        sfd, name = staged = self._stage(parts)
         if e.kind == SYMLINK:
-            os.symlink(e.target, staged, dir_fd=sfd)
+            os.symlink(e.target, name, dir_fd=sfd)
         elif e.kind == FIFO:
-            os.mkfifo(staged, 0o600, dir_fd=sfd)
+            os.mkfifo(name, 0o600, dir_fd=sfd)
         else:
-            os.mknod(staged, 0o600 | _NODE_TYPES[e.kind], e.rdev, dir_fd=sfd)
+            os.mknod(name, 0o600 | _NODE_TYPES[e.kind], e.rdev, dir_fd=sfd)
         try:
-            os.chown(staged, e.uid, e.gid, dir_fd=sfd, follow_symlinks=False)
+            os.chown(name, e.uid, e.gid, dir_fd=sfd, follow_symlinks=False)
             # xattr calls take no dir_fd: name the staged node through the pinned staging fd.
-            _replace_xattrs(b"/proc/self/fd/%d/%s" % (sfd, staged), e.xattrs)
+            _replace_xattrs(b"/proc/self/fd/%d/%s" % (sfd, name), e.xattrs)
             if e.kind != SYMLINK:       # symlink modes mean nothing on Linux
-                os.chmod(staged, e.mode, dir_fd=sfd)
-            os.utime(staged, ns=(e.mtime_ns, e.mtime_ns), dir_fd=sfd, follow_symlinks=False)
+                os.chmod(name, e.mode, dir_fd=sfd)
+            os.utime(name, ns=(e.mtime_ns, e.mtime_ns), dir_fd=sfd, follow_symlinks=False)
             self._install(staged, parts)
         except BaseException:
             self._discard(staged)
@@ -559,14 +590,28 @@ class ReplicaStore:
 
     # --- placing staged entries ------------------------------------------------------------
 
-    def _staging_name(self) -> bytes:
-        return b"%d.%d" % (os.getpid(), next(self._counter))
+    def _parts(self, path: bytes, *, allow_root: bool = False) -> Parts:
+        """split_path, refusing the staging directories of a disk replica's file systems."""
+        parts = split_path(path, allow_root=allow_root)
+        if STAGING_NAME in parts and self._staging_fd < 0:
+            i = parts.index(STAGING_NAME)
+            if any(mount == parts[:i] for mount, _ in self._stagings):
+                raise UnsafePath(f"{path!r}: {os.fsdecode(STAGING_NAME)} at the top of a file system "
+                                 f"is reserved for the receiver")
+        return parts
 
-    def _discard(self, staged: bytes) -> None:
+    def _stage(self, parts: Parts) -> Staged:
+        """A fresh name in the staging directory of the file system `parts` will land on."""
+        for mount, fd in self._stagings:
+            if parts[:len(mount)] == mount and len(parts) > len(mount):
+                return fd, b"%d.%d" % (os.getpid(), next(self._counter))
+        raise StoreError(f"{_join(parts)!r}: no replica file system holds it")
+
+    def _discard(self, staged: Staged) -> None:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(staged, dir_fd=self._staging_fd)
+            os.unlink(staged[1], dir_fd=staged[0])
 
-    def _install(self, staged: bytes, parts: Parts) -> None:
+    def _install(self, staged: Staged, parts: Parts) -> None:
         if len(parts) == 1:
             self._install_at(self._root_fd, parts[0], staged, parts)
         else:
@@ -588,14 +633,15 @@ class ReplicaStore:
             os.close(self._dir_cache[1])
             self._dir_cache = None
 
-    def _install_at(self, parent: int, name: bytes, staged: bytes, parts: Parts) -> None:
+    def _install_at(self, parent: int, name: bytes, staged: Staged, parts: Parts) -> None:
+        sfd, staged_name = staged
         try:
-            os.rename(staged, name, src_dir_fd=self._staging_fd, dst_dir_fd=parent)
+            os.rename(staged_name, name, src_dir_fd=sfd, dst_dir_fd=parent)
         except IsADirectoryError:
             # The kind changed from directory: rename cannot replace one with a non-directory.
             if _remove_at(parent, name) == "d":
                 self._forget_dirs(parts)
-            os.rename(staged, name, src_dir_fd=self._staging_fd, dst_dir_fd=parent)
+            os.rename(staged_name, name, src_dir_fd=sfd, dst_dir_fd=parent)
         except OSError as exc:
             if exc.errno != errno.EXDEV:
                 raise

@@ -19,7 +19,7 @@ import time
 from ansible_collections.vmware.osam.plugins.module_utils.api import guest_path
 
 # In lifecycle order; "failed" ends a migration from any phase and is outside the order.
-PHASES = ('registered', 'full_sync', 'continuous_sync', 'quiesce', 'final_sync', 'completed')
+PHASES = ('registered', 'full_sync', 'continuous_sync', 'quiesce', 'final_sync', 'fixup', 'completed')
 COMPLETED = 'completed'
 FAILED = 'failed'
 # Phases in which the switchover can still be requested, rescheduled or cancelled.

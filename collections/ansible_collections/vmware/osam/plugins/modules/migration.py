@@ -15,7 +15,7 @@ description:
   - Makes sure a registered guest is being migrated (O(state=present)) or is not
     (O(state=absent)), through the receiver's REST API.
   - A migration runs C(registered), C(full_sync), C(continuous_sync), then at the switchover
-    C(quiesce), C(final_sync) and C(completed); any phase may end in C(failed) with a reason.
+    C(quiesce), C(final_sync), C(fixup) and C(completed); any phase may end in C(failed) with a reason.
   - With O(state=present), when the guest has no migration yet, or its latest one C(failed)
     (aborted, or failed for a reason since dealt with), a new migration starts.
   - With O(state=present), an active migration with the same switchover is left as it is.
@@ -23,7 +23,7 @@ description:
     is changed in place - O(switchover=manual) cancels a schedule or immediate mode,
     O(switchover=scheduled) schedules or reschedules, O(switchover=immediate) requests the
     switchover now. The migration and its replica carry on.
-  - With O(state=present), a migration whose switchover has begun (C(quiesce), C(final_sync))
+  - With O(state=present), a migration whose switchover has begun (C(quiesce), C(final_sync), C(fixup))
     is left as it is, with a warning if its switchover differs; it can no longer be changed.
   - With O(state=present), a C(completed) migration counts as present, so running the same
     play again never migrates a guest twice. O(restart_completed=true) starts a new one.
@@ -80,7 +80,7 @@ options:
         O(switchover=immediate) or V(scheduled), or a switchover requested elsewhere.
       - Only with O(state=present). Not done in check mode.
     type: str
-    choices: [registered, full_sync, continuous_sync, quiesce, final_sync, completed]
+    choices: [registered, full_sync, continuous_sync, quiesce, final_sync, fixup, completed]
   wait_timeout:
     description:
       - Seconds to wait for O(wait).
@@ -168,7 +168,7 @@ migration:
       type: str
       sample: web01
     phase:
-      description: registered, full_sync, continuous_sync, quiesce, final_sync, completed or failed.
+      description: registered, full_sync, continuous_sync, quiesce, final_sync, fixup, completed or failed.
       type: str
       sample: continuous_sync
     active:

@@ -69,7 +69,7 @@ migrations:
       type: str
       sample: web01
     phase:
-      description: registered, full_sync, continuous_sync, quiesce, final_sync, completed or failed.
+      description: registered, full_sync, continuous_sync, quiesce, final_sync, fixup, completed or failed.
       type: str
       sample: continuous_sync
     active:

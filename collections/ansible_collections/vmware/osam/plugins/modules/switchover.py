@@ -15,7 +15,7 @@ description:
   - The switchover ends a migration - the guest is quiesced, a final sync carries the last
     changes and the replica takes over. It begins from C(continuous_sync).
   - V(started) asks for the switchover as soon as continuous sync allows. Nothing changes if it
-    was already asked for, or has begun (C(quiesce), C(final_sync)) or is done (C(completed)).
+    was already asked for, or has begun (C(quiesce), C(final_sync), C(fixup)) or is done (C(completed)).
   - V(scheduled) (re)schedules it at O(switchover_at); nothing changes if it is scheduled then already.
   - V(cancelled) takes back a request or a schedule, so the migration waits for an operator
     again; nothing changes if it already does.
@@ -110,7 +110,7 @@ migration:
   type: dict
   contains:
     phase:
-      description: registered, full_sync, continuous_sync, quiesce, final_sync, completed or failed.
+      description: registered, full_sync, continuous_sync, quiesce, final_sync, fixup, completed or failed.
       type: str
       sample: completed
     switchover:

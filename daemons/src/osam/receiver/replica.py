@@ -1,0 +1,135 @@
+"""Where a guest's replica lives on the receiver, in one of two formats.
+
+`disk` (the default): raw images with the source's disks, partition tables and file systems
+(osam.storage), mounted while the migration syncs, fixed up for VMware's virtual hardware
+after the final sync, then unmounted: what the destination boots. `tree`: a plain directory
+of the guest's files, for tests and the demo; nothing to boot, so no fix-up.
+
+Every method here blocks (mkfs, mount, chroot): the session runs them off the event loop.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from typing import Any, Dict, List, Optional
+
+from ..common.atomic import atomic_write
+from ..storage.replica_disks import ReplicaDisks
+from .store import ReplicaStore
+
+log = logging.getLogger("osam.receiver")
+
+DISK, TREE = "disk", "tree"
+FORMATS = (DISK, TREE)
+VM_FILE = "vm.json"
+FIXUP_REPORT = "fixup-report.json"
+# Interfaces that are not hardware: they are not given a NIC on the destination.
+_VIRTUAL_NIC_PREFIXES = ("lo", "docker", "veth", "br-", "virbr", "vnet", "tun", "tap", "bond",
+                         "team", "cni", "flannel", "cali", "kube", "wg", "zt", "podman")
+
+
+def vmware_mac(seed: str, index: int) -> str:
+    """A stable address in VMware's range for manually assigned MACs (00:50:56:00-3F:xx:xx)."""
+    digest = hashlib.sha256(f"{seed}/{index}".encode()).digest()
+    return "00:50:56:%02x:%02x:%02x" % (digest[0] & 0x3F, digest[1], digest[2])
+
+
+def hardware_nics(inventory: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """The source's physical NICs, in the order the kernel listed them."""
+    return [n for n in inventory.get("nics") or []
+            if n.get("link_type") == "ether" and n.get("mac")
+            and not str(n.get("name", "")).startswith(_VIRTUAL_NIC_PREFIXES)]
+
+
+class TreeReplica:
+    format = TREE
+
+    def __init__(self, replica_dir: str):
+        self.replica_dir = replica_dir
+        self.root = os.path.join(replica_dir, "root")
+
+    def prepare(self, guest: str, inventory: Dict[str, Any]) -> None:
+        pass
+
+    def open_store(self) -> ReplicaStore:
+        return ReplicaStore(self.replica_dir)
+
+    def fixup(self, guest: str, inventory: Dict[str, Any]) -> Dict[str, Any]:
+        return {"skipped": "a tree replica is not booted, so it is not fixed up"}
+
+    def finish(self) -> None:
+        pass
+
+
+class DiskReplica(TreeReplica):
+    format = DISK
+
+    def __init__(self, replica_dir: str):
+        super().__init__(replica_dir)
+        self.disks: Optional[ReplicaDisks] = None
+
+    def prepare(self, guest: str, inventory: Dict[str, Any]) -> None:
+        """Build the images once (idempotent) and mount them; record the VM they make."""
+        self.disks = ReplicaDisks(self.replica_dir, inventory.get("layout") or {})
+        if not self.disks.created():
+            log.info("guest %s: creating its replica disks in %s", guest, self.disks.disks_dir)
+            self.disks.create()
+        self._write_vm(guest, inventory)
+        self.disks.mount()
+
+    def open_store(self) -> ReplicaStore:
+        assert self.disks is not None and self.disks.mounted(), "prepare() first"
+        return ReplicaStore(self.replica_dir, mounts=self.disks.mount_points())
+
+    def vm(self) -> Dict[str, Any]:
+        with open(os.path.join(self.replica_dir, VM_FILE)) as f:
+            return json.load(f)
+
+    def fixup(self, guest: str, inventory: Dict[str, Any]) -> Dict[str, Any]:
+        from ..fixup.chroot import ChrootRunner
+        from ..fixup.context import Nic, Target
+        from ..fixup.linux import fixup_linux
+
+        assert self.disks is not None and self.disks.mounted(), "prepare() first"
+        sysname = (inventory.get("kernel") or {}).get("sysname", "Linux")
+        if sysname != "Linux":
+            return {"skipped": f"no fix-up for {sysname} guests yet"}
+        vm = self.vm()
+        devices = self.disks.device_map()
+        target = Target(nics=[Nic(n["mac"], n["model"]) for n in vm["nics"]], firmware=vm["firmware"],
+                        package_cache=os.environ.get("OSAM_PACKAGE_CACHE") or None)
+        report = fixup_linux(self.disks.root, inventory, target, ChrootRunner(self.disks.root, devices), devices)
+        atomic_write(os.path.join(self.replica_dir, FIXUP_REPORT),
+                     json.dumps(report, indent=2, sort_keys=True).encode())
+        return report
+
+    def finish(self) -> None:
+        if self.disks is not None:
+            self.disks.unmount()
+
+    def _write_vm(self, guest: str, inventory: Dict[str, Any]) -> None:
+        """The destination VM this replica makes (the local destination's definition)."""
+        path = os.path.join(self.replica_dir, VM_FILE)
+        if os.path.exists(path):
+            return      # its MACs must not change once a fix-up may have used them
+        layout = inventory.get("layout") or {}
+        vm = {
+            "name": str(inventory.get("hostname") or guest).split(".")[0],
+            "cpus": (inventory.get("cpus") or {}).get("count") or 1,
+            "memory": inventory.get("memory") or 1 << 30,
+            "firmware": (layout.get("boot") or {}).get("mode") or "bios",
+            "storage": "pvscsi",
+            "disks": [{"name": d["name"], "image": self.disks.image_path(d["name"]), "size": d["size"]}
+                      for d in layout.get("disks") or []],
+            "nics": [{"mac": vmware_mac(guest, i), "model": "vmxnet3", "source_name": n.get("name"),
+                      "source_mac": n.get("mac")} for i, n in enumerate(hardware_nics(inventory))],
+        }
+        atomic_write(path, json.dumps(vm, indent=2, sort_keys=True).encode())
+
+
+def make_replica(replica_format: str, replica_dir: str) -> TreeReplica:
+    if replica_format not in FORMATS:
+        raise ValueError(f"replica format must be one of {', '.join(FORMATS)}, not {replica_format!r}")
+    return DiskReplica(replica_dir) if replica_format == DISK else TreeReplica(replica_dir)
