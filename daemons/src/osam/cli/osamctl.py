@@ -27,7 +27,7 @@ import urllib.parse
 from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
 
 # Mirrors osam.controller.phases without importing it: osamctl only speaks the REST API.
-PHASES = ("registered", "full_sync", "continuous_sync", "quiesce", "final_sync", "completed",
+PHASES = ("registered", "full_sync", "continuous_sync", "quiesce", "final_sync", "fixup", "completed",
           "failed")
 TERMINAL = ("completed", "failed")
 SWITCHOVER_HELP = "manual (default), immediate, or at=ISO8601 with a zone, e.g. at=2025-06-01T22:00:00Z"
