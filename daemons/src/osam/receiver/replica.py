@@ -25,11 +25,6 @@ DISK, TREE = "disk", "tree"
 FORMATS = (DISK, TREE)
 VM_FILE = "vm.json"
 FIXUP_REPORT = "fixup-report.json"
-# Interfaces that are not hardware: they are not given a NIC on the destination.
-_VIRTUAL_NIC_PREFIXES = ("lo", "docker", "veth", "br-", "virbr", "vnet", "tun", "tap", "bond",
-                         "team", "cni", "flannel", "cali", "kube", "wg", "zt", "podman")
-
-
 def vmware_mac(seed: str, index: int) -> str:
     """A stable address in VMware's range for manually assigned MACs (00:50:56:00-3F:xx:xx)."""
     digest = hashlib.sha256(f"{seed}/{index}".encode()).digest()
@@ -37,10 +32,11 @@ def vmware_mac(seed: str, index: int) -> str:
 
 
 def hardware_nics(inventory: Dict[str, Any]) -> List[Dict[str, Any]]:
-    """The source's physical NICs, in the order the kernel listed them."""
-    return [n for n in inventory.get("nics") or []
-            if n.get("link_type") == "ether" and n.get("mac")
-            and not str(n.get("name", "")).startswith(_VIRTUAL_NIC_PREFIXES)]
+    """The source's physical NICs in the kernel's order: each gets a vmxnet3 NIC. The same
+    rule the network fix-up pairs them by, so NIC i here is the one it maps source NIC i to."""
+    from ..fixup.context import FixupContext, Runner, Target
+    from ..fixup.network import physical_nics
+    return physical_nics(FixupContext("/", inventory, Target(), Runner()))
 
 
 class TreeReplica:
