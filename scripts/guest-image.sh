@@ -79,7 +79,7 @@ partition() {
 }
 
 bootstrap() {
-    local log="$CACHE_DIR/debootstrap.log"
+    local log="${OUT%.raw}.debootstrap.log"   # beside the image: builds of other recipes may run too
     mkdir -p "$CACHE_DIR/debs"
     debootstrap --variant=minbase --cache-dir="$CACHE_DIR/debs" --include="$PACKAGES" \
         "$SUITE" "$MNT" "$(mirror)" >"$log" 2>&1 \
@@ -147,7 +147,7 @@ if [ "$(id -u)" = 0 ] && [ "$(tty)" = /dev/ttyS0 ]; then
     done
     swapon --show=NAME,TYPE,SIZE --noheadings --raw | sed 's/^/swap: /'
     echo "=== BOOT-PROOF END ==="
-    systemctl poweroff
+    systemctl poweroff 2>/dev/null  # no D-Bus here: systemctl says so, then powers off directly
 fi
 EOF
 }
@@ -214,8 +214,17 @@ finish() {
     mv "$built" "$OUT"
 }
 
+up_to_date() {
+    if [ -s "$OUT" ] && [ "${OSAM_REBUILD_IMAGES:-0}" != 1 ]; then
+        step "guest image $OUT: up to date"
+        return 0
+    fi
+    return 1
+}
+
 build() {
     OUT=$(realpath -m "${1:-$(cached_path)}")
+    up_to_date && return
     [ "$(id -u)" -eq 0 ] || die "root needed: loop devices, mounts, chroot"
     for tool in debootstrap sfdisk partx losetup mkfs.ext4 mkswap blkid fstrim; do
         command -v "$tool" >/dev/null || die "$tool not found: run scripts/setup.sh (Debian packages)"
@@ -224,10 +233,7 @@ build() {
     # One build per output at a time; a second caller waits, then finds it built.
     exec 9>"$OUT.lock"
     flock 9
-    if [ -s "$OUT" ] && [ "${OSAM_REBUILD_IMAGES:-0}" != 1 ]; then
-        step "guest image $OUT: up to date"
-        return
-    fi
+    up_to_date && return
     local t0="$EPOCHREALTIME"
     step "guest image $OUT: building (debootstrap $SUITE from $(mirror))"
     trap cleanup EXIT

@@ -71,7 +71,7 @@ def debian_guest_image() -> Path:
     if proc.returncode != 0:
         pytest.fail(f"scripts/guest-image.sh build failed (exit {proc.returncode}):\n{proc.stdout}{proc.stderr}")
     print(proc.stdout, end="")
-    _report(f"guest image {path.name}: ready in {time.monotonic() - t0:.1f}s "
+    _report(f"guest image {path.name}: ready in {time.monotonic() - t0:.2f}s "
             f"({'built' if 'built in' in proc.stdout else 'cached'})")
     return path
 

@@ -174,6 +174,7 @@ class _Console:
             self._line(raw.decode("utf-8", "replace").replace("\r", "").rstrip())
         # A shell prompt has no newline after it: look at the unfinished line too.
         self._dead_end(self.partial.decode("utf-8", "replace").replace("\r", "").rstrip())
+        self.log.flush()  # so that the log can be followed while the guest boots
 
     def close(self) -> None:
         if self.partial:
@@ -240,7 +241,7 @@ def boot(image_paths, *, hardware: str = "vsphere", timeout: float = 600, log_pa
     if outcome == "exited" and console.timings.get("power_down") is not None:
         outcome = "power_down"
     mounted = next((m.group(1) for _, t in console.lines if (m := ROOT_MOUNT.search(t))), "")
-    complete = "end" in console.timings
+    complete = console.outcome == "end"  # a BEGIN ... END block, not just an END line
     return BootResult(hardware=hardware, outcome=outcome, duration=duration, timings=dict(console.timings),
                       log_path=log_path, lines=console.lines,
                       proof=BootProof.parse(console.block) if complete else None, root_mounted_on=mounted)
