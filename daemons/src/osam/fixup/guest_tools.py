@@ -131,8 +131,11 @@ def _query(ctx: FixupContext, argv: List[str]) -> str:
 def remove_old_tools(ctx: FixupContext, packages: PackageDb) -> None:
     for tool in OLD_TOOLS:
         installed = [p for p in tool.packages if packages.has(p)]
-        if installed and not _remove_packages(ctx, packages, installed, tool.what):
+        removed = bool(installed) and _remove_packages(ctx, packages, installed, tool.what)
+        if installed and not removed:
             ctx.warn(STEP, f"could not remove {' '.join(installed)}; their units are masked instead")
+        if removed and is_dry_run(ctx):
+            continue            # the units would go with the packages
         if units.has_systemd(ctx):
             for unit in tool.units:
                 if units.unit_exists(ctx, unit) and not units.is_masked(ctx, unit):
