@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 import time
-from typing import Dict
+from typing import Dict, Optional
 
 from ..common import service
 from ..common.hostport import parse_hostport
@@ -29,8 +29,10 @@ FORWARD_TIMEOUT = 15.0
 
 
 class Receiver:
-    def __init__(self, data_dir: str, pki_dir: str, replica_format: str = DISK, fixup: bool = True):
+    def __init__(self, data_dir: str, pki_dir: str, replica_format: str = DISK, fixup: bool = True,
+                 package_cache: Optional[str] = None):
         self.data_dir = data_dir
+        self.package_cache = package_cache or os.path.join(data_dir, "packages")
         self.replica_format = replica_format
         self.fixup = fixup
         self.pki_dir = pki_dir
@@ -41,7 +43,8 @@ class Receiver:
 
     def session(self, name: str) -> GuestSession:
         if name not in self.sessions:
-            self.sessions[name] = GuestSession(name, self.data_dir, self.controller, self.replica_format, self.fixup)
+            self.sessions[name] = GuestSession(name, self.data_dir, self.controller, self.replica_format, self.fixup,
+                                               self.package_cache)
         return self.sessions[name]
 
     async def handle_gateway(self, conn: Connection) -> None:
@@ -111,6 +114,9 @@ def main(argv=None) -> int:
                         "not bootable (tests, demo). Default %(default)s")
     p.add_argument("--no-fixup", dest="fixup", action="store_false",
                    help="leave disk replicas exactly as synced (data-only replicas, or a fix-up done by hand)")
+    p.add_argument("--package-cache", metavar="DIR",
+                   help="packages the fix-up installs offline (open-vm-tools with what it needs), in "
+                        "DIR/<os id>-<version>/, DIR/<os id>/ or DIR/<family>/ (default DATA/packages)")
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(argv)
     service.setup_logging("osam-receiver", args.log_level)
@@ -118,7 +124,7 @@ def main(argv=None) -> int:
 
 
 async def _run(args) -> int:
-    receiver = Receiver(args.data, args.pki, args.replica_format, args.fixup)
+    receiver = Receiver(args.data, args.pki, args.replica_format, args.fixup, args.package_cache)
     links = await serve(*args.listen, server_context(args.pki, "receiver"), receiver.handle_gateway,
                         allowed_roles=("gateway",), log=log)
     api = await serve(*args.api, server_context(args.pki, "receiver"), receiver.handle_api,

@@ -62,8 +62,9 @@ class TreeReplica:
 class DiskReplica(TreeReplica):
     format = DISK
 
-    def __init__(self, replica_dir: str):
+    def __init__(self, replica_dir: str, package_cache: Optional[str] = None):
         super().__init__(replica_dir)
+        self.package_cache = package_cache
         self.disks: Optional[ReplicaDisks] = None
 
     def prepare(self, guest: str, inventory: Dict[str, Any]) -> None:
@@ -95,7 +96,7 @@ class DiskReplica(TreeReplica):
         vm = self.vm()
         devices = self.disks.device_map()
         target = Target(nics=[Nic(n["mac"], n["model"]) for n in vm["nics"]], firmware=vm["firmware"],
-                        package_cache=os.environ.get("OSAM_PACKAGE_CACHE") or None)
+                        package_cache=self.package_cache)
         report = fixup_linux(self.disks.root, inventory, target, ChrootRunner(self.disks.root, devices), devices)
         atomic_write(os.path.join(self.replica_dir, FIXUP_REPORT),
                      json.dumps(report, indent=2, sort_keys=True).encode())
@@ -125,7 +126,7 @@ class DiskReplica(TreeReplica):
         atomic_write(path, json.dumps(vm, indent=2, sort_keys=True).encode())
 
 
-def make_replica(replica_format: str, replica_dir: str) -> TreeReplica:
+def make_replica(replica_format: str, replica_dir: str, package_cache: Optional[str] = None) -> TreeReplica:
     if replica_format not in FORMATS:
         raise ValueError(f"replica format must be one of {', '.join(FORMATS)}, not {replica_format!r}")
-    return DiskReplica(replica_dir) if replica_format == DISK else TreeReplica(replica_dir)
+    return DiskReplica(replica_dir, package_cache) if replica_format == DISK else TreeReplica(replica_dir)

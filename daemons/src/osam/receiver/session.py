@@ -27,12 +27,13 @@ HEARTBEAT_EVERY = 10.0     # so a sentinel can tell a silent receiver from a dea
 
 
 class GuestSession:
-    def __init__(self, name: str, data_dir: str, controller, replica_format: str = TREE, fixup: bool = True):
+    def __init__(self, name: str, data_dir: str, controller, replica_format: str = TREE, fixup: bool = True,
+                 package_cache: Optional[str] = None):
         self.name = name
         self.controller = controller
         self.replica_dir = os.path.join(data_dir, "replicas", name)
         os.makedirs(self.replica_dir, exist_ok=True)
-        self.replica = make_replica(replica_format, self.replica_dir)
+        self.replica = make_replica(replica_format, self.replica_dir, package_cache)
         self.fixup = fixup
         self.replica_ready = asyncio.Event()    # its disks are built and mounted (or it is a tree)
         if self.replica.format == TREE:
