@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -35,6 +36,7 @@ IMAGE_BUILD_TIMEOUT = 900
 IMAGE_TEST_TIMEOUT = IMAGE_BUILD_TIMEOUT + 600
 
 _summary: list = []  # image builds and boots, repeated at the end of the run
+_ready: set = set()  # images built or found in this run
 
 
 def _report(line: str) -> None:
@@ -62,18 +64,47 @@ def debian_guest_image() -> Path:
     if not qemu_boot.qemu_available():
         pytest.skip(f"{qemu_boot.QEMU} not found: run scripts/setup.sh (Debian package qemu-system-x86)")
     path = guest_image_path()
+    if path in _ready:
+        return path
     rebuild = os.environ.get("OSAM_REBUILD_IMAGES") == "1"
     if (rebuild or not path.exists()) and shutil.which("debootstrap") is None:
         pytest.skip("debootstrap not found: run scripts/setup.sh (the guest image is not built yet)")
     t0 = time.monotonic()
-    proc = subprocess.run(["bash", str(GUEST_IMAGE_SCRIPT), "build"], capture_output=True, text=True,
-                          timeout=IMAGE_BUILD_TIMEOUT)
-    if proc.returncode != 0:
-        pytest.fail(f"scripts/guest-image.sh build failed (exit {proc.returncode}):\n{proc.stdout}{proc.stderr}")
-    print(proc.stdout, end="")
+    output = _build_image()
+    print(output, end="")
     _report(f"guest image {path.name}: ready in {time.monotonic() - t0:.2f}s "
-            f"({'built' if 'built in' in proc.stdout else 'cached'})")
+            f"({'built' if 'built in' in output else 'cached'})")
+    _ready.add(path)  # OSAM_REBUILD_IMAGES=1 rebuilds once per run, not once per module
     return path
+
+
+def _build_image() -> str:
+    """Run guest-image.sh build; when stopped (timeout, Ctrl-C) let its trap unmount and detach."""
+    proc = subprocess.Popen(["bash", str(GUEST_IMAGE_SCRIPT), "build"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        output, _ = proc.communicate(timeout=IMAGE_BUILD_TIMEOUT)
+    except BaseException as e:
+        output = _stop_build(proc)
+        if isinstance(e, subprocess.TimeoutExpired):
+            pytest.fail(f"scripts/guest-image.sh build: no image after {IMAGE_BUILD_TIMEOUT}s:\n{output}")
+        raise
+    if proc.returncode != 0:
+        pytest.fail(f"scripts/guest-image.sh build failed (exit {proc.returncode}):\n{output}")
+    return output
+
+
+def _stop_build(proc: subprocess.Popen) -> str:
+    # SIGTERM to the whole group: debootstrap and dpkg stop, the script's EXIT trap cleans up.
+    for sig, grace in ((signal.SIGTERM, 60), (signal.SIGKILL, None)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            return proc.communicate(timeout=grace)[0]
+        except subprocess.TimeoutExpired:
+            continue
 
 
 @pytest.fixture
