@@ -109,3 +109,11 @@ def test_boot_mode(tmp_path):
     assert inventory_module.read_boot_mode(str(tmp_path)) == "bios"
     (tmp_path / "sys" / "firmware" / "efi").mkdir(parents=True)
     assert inventory_module.read_boot_mode(str(tmp_path)) == "uefi"
+
+
+def test_hostname_of_another_root_is_the_one_it_is_configured_with(tmp_path):
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "hostname").write_text("src-guest\n")
+    assert collect_inventory(str(tmp_path))["hostname"] == "src-guest"
+    (tmp_path / "etc" / "hostname").write_text("")
+    assert collect_inventory(str(tmp_path))["hostname"] == os.uname().nodename

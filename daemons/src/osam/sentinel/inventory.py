@@ -35,7 +35,7 @@ def collect_inventory(root: str = "/") -> Dict[str, Any]:
             return empty
 
     inventory = {
-        "hostname": probe("hostname", socket.gethostname, ""),
+        "hostname": probe("hostname", lambda: read_hostname(root), ""),
         "os": probe("os", lambda: read_os_release(root), {}),
         "kernel": probe("kernel", read_kernel, {}),
         "cpus": probe("cpus", read_cpus, {}),
@@ -83,6 +83,20 @@ def read_os_release(root: str = "/") -> Dict[str, Any]:
             with open(path, encoding="utf-8", errors="replace") as f:
                 return parse_os_release(f.read())
     raise FileNotFoundError("no os-release below %s" % root)
+
+
+def read_hostname(root: str = "/") -> str:
+    """The running machine's name; for another root, the name that system is configured with
+    (its /etc/hostname), which is the name it boots with."""
+    if os.path.realpath(root) != "/":
+        try:
+            with open(os.path.join(root, "etc/hostname"), encoding="utf-8", errors="replace") as f:
+                configured = f.read().split("#", 1)[0].strip()
+            if configured:
+                return configured
+        except OSError:
+            pass
+    return socket.gethostname()
 
 
 def read_kernel() -> Dict[str, str]:
