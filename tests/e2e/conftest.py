@@ -4,9 +4,10 @@
     ``pathlib.Path`` of the Debian 12 source guest disk ``scripts/guest-image.sh`` builds: a
     KVM/virtio machine (hostname src-guest, eth0 10.0.2.15/24, root by UUID) whose initramfs
     has no vmw_pvscsi/vmxnet3. Taken from the cache when built before; a cold build takes
-    a minute or two, which the first test using it pays for: give that module a timeout of
-    ``IMAGE_TEST_TIMEOUT`` (``pytestmark = pytest.mark.timeout(IMAGE_TEST_TIMEOUT)``).
-    It is shared between test runs: boot it (always ``-snapshot``), or copy it before writing.
+    a minute or two, which the first test using it pays for: tests using it get a timeout of
+    ``IMAGE_TEST_TIMEOUT`` unless they set their own ``@pytest.mark.timeout``.
+    It is shared between test runs: boot it (always ``-snapshot``), mount it read-only
+    (``-o ro,noload``), or copy it before writing; root ignores file modes, so nothing stops a write.
     Skips unless root, unless qemu-system-x86_64 is installed and, when the image has to be
     built, debootstrap.
 
@@ -42,6 +43,12 @@ _ready: set = set()  # images built or found in this run
 def _report(line: str) -> None:
     print(line)
     _summary.append(line)
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "debian_guest_image" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(IMAGE_TEST_TIMEOUT))
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -6,9 +6,8 @@ import subprocess
 
 import pytest
 
-from tests.e2e.conftest import IMAGE_TEST_TIMEOUT
-
-pytestmark = [pytest.mark.need_root, pytest.mark.qemu, pytest.mark.slow, pytest.mark.timeout(IMAGE_TEST_TIMEOUT)]
+# The image fixture sets a timeout long enough for a cold build (tests/e2e/conftest.py).
+pytestmark = [pytest.mark.need_root, pytest.mark.qemu, pytest.mark.slow]
 
 # Fails within the initramfs' root wait (30 s) plus a TCG kernel boot (~15 s): allow plenty.
 NO_ROOT_TIMEOUT = 300
