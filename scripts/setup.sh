@@ -27,7 +27,7 @@ APT_PACKAGES=(
     podman runc netavark aardvark-dns iptables debootstrap
     # guest disks: partition tables and the file systems replicas recreate; booting them
     # under qemu (scripts/guest-image.sh, tests/e2e/qemu_boot.py)
-    fdisk lvm2 xfsprogs dosfstools qemu-system-x86
+    fdisk lvm2 xfsprogs dosfstools mtools qemu-system-x86
 )
 VENV="$OSAM_ROOT/.venv"
 PY_BASE=/usr/bin/python3
