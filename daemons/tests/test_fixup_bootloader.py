@@ -240,3 +240,17 @@ def test_fallback_copies_onto_a_real_fat_esp(tmp_path):
         assert _run(tree)[0].changes == []
     finally:
         subprocess.run(["umount", esp], check=True)
+
+
+def test_debian_uefi_keeps_grub_cfg_in_boot_grub_and_copies_the_stub(tmp_path):
+    tree = F.debian12(tmp_path, firmware="uefi")
+    stub = f"search.fs_uuid {F.ROOT_UUID} root hd0,msdos2 \nset prefix=($root)'/boot/grub'\nconfigfile $prefix/grub.cfg\n"
+    for name in ("shimx64.efi", "grubx64.efi", "mmx64.efi", "fbx64.efi", "BOOTX64.CSV"):
+        F.write(tree.root, f"/boot/efi/EFI/debian/{name}", f"MZ {name}\n".encode(), 0o755)
+    F.write(tree.root, "/boot/efi/EFI/debian/grub.cfg", stub, 0o755)
+    ctx, guest = _run(tree)
+    assert guest.calls == [["grub-mkconfig", "-o", F.STAGED_GRUB_CFG]]
+    assert ("edit", "/boot/grub/grub.cfg") in _actions(ctx)
+    assert tree.read("/boot/efi/EFI/BOOT/BOOTX64.EFI") == "MZ shimx64.efi\n"
+    assert tree.read("/boot/efi/EFI/BOOT/grub.cfg") == stub
+    assert not tree.exists("/boot/efi/EFI/BOOT/fbx64.efi")     # no fallback.efi: shim boots grub directly

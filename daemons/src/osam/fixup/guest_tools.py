@@ -14,7 +14,9 @@ Package cache layout (Target.package_cache), the first directory with an open-vm
 package of the guest's format (.deb for Debian, .rpm otherwise) and architecture wins:
   <cache>/<id>-<version_id>, <cache>/<id>-<major>, <cache>/<id>/<version_id>, <cache>/<id>/<major>,
   <cache>/<id>, <cache>/<family>-<major>, <cache>/<family>, <cache>
-All the packages of that directory that the guest lacks are installed together.
+All the packages of that directory that the guest lacks are installed together; a failing
+install (a dependency missing from the cache) stops the fix-up, to be run again once the
+cache is complete.
 """
 from __future__ import annotations
 
