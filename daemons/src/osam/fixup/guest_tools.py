@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from typing import List, Optional, Sequence, Set, Tuple
 
 from . import units
-from .context import STATE_DIR, FixupContext, FixupError
+from .context import STATE_DIR, FixupContext
 from .distro import DEBIAN, RHEL, SUSE
-from .guest import errors, family, find_executable, is_dry_run, output, query
+from .guest import errors, family, find_executable, is_dry_run, query_text
 
 STEP = "guest_tools"
 
@@ -105,12 +105,12 @@ class PackageDb:
     @classmethod
     def of(cls, ctx: FixupContext) -> "PackageDb":
         if family(ctx) == DEBIAN and find_executable(ctx, "dpkg-query"):
-            text = _query(ctx, ["dpkg-query", "-W", "-f", "${Package}\\t${Status}\\n"])
+            text = query_text(ctx, ["dpkg-query", "-W", "-f", "${Package}\\t${Status}\\n"], STEP)
             installed = {line.split("\t")[0] for line in text.splitlines()
                          if line.endswith(" installed")}
             return cls("deb", installed)
         if family(ctx) != DEBIAN and find_executable(ctx, "rpm"):
-            text = _query(ctx, ["rpm", "-qa", "--qf", "%{NAME}\\n"])
+            text = query_text(ctx, ["rpm", "-qa", "--qf", "%{NAME}\\n"], STEP)
             return cls("rpm", {line.strip() for line in text.splitlines() if line.strip()})
         ctx.warn(STEP, "no package manager in the replica: packages are neither removed nor installed")
         return cls(None, set())
@@ -120,13 +120,6 @@ class PackageDb:
 
     def add(self, names: Sequence[str]) -> None:
         self.installed.update(names)
-
-
-def _query(ctx: FixupContext, argv: List[str]) -> str:
-    done = query(ctx, argv)
-    if done.returncode != 0:
-        raise FixupError(f"{STEP}: {' '.join(argv)} exited {done.returncode}: {errors(done)}")
-    return output(done)
 
 
 # -- old agents ---------------------------------------------------------------------------------
