@@ -622,6 +622,8 @@ def rhel9(tmp_path, *, cache: bool = True) -> Tree:
     write(root, "/etc/dracut.conf", RHEL_DRACUT_CONF)
     os.makedirs(os.path.join(root, "etc/dracut.conf.d"))
     write(root, "/usr/lib/dracut/dracut.conf.d/01-dist.conf", RHEL_DIST_DRACUT_CONF)
+    for module in ("90lvm", "90crypt", "90mdraid", "90kernel-modules", "95rootfs-block"):
+        write(root, f"/usr/lib/dracut/modules.d/{module}/module-setup.sh", "#!/bin/bash\n", 0o755)
     write(root, "/etc/default/grub", RHEL9_DEFAULT_GRUB)
     write(root, "/etc/selinux/config", RHEL_SELINUX_CONFIG.format(mode="enforcing"))
     executables(root, "/usr/bin/dracut", "/usr/bin/lsinitrd", "/usr/sbin/grub2-mkconfig", "/usr/sbin/grub2-install",

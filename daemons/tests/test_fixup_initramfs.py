@@ -46,8 +46,9 @@ def test_debian_lists_the_drivers_and_rebuilds_each_kernel(tmp_path):
 def test_rhel_9_writes_a_dracut_conf_and_rebuilds_with_dracut(tmp_path):
     tree = F.rhel9(tmp_path)
     ctx, guest = _run(tree)
-    assert tree.read("/etc/dracut.conf.d/vmware-osam.conf").splitlines()[-1] == \
-        'add_drivers+=" sd_mod vmw_pvscsi vmxnet3 ahci ata_piix "'    # RHEL 9 has no mptspi
+    conf = tree.read("/etc/dracut.conf.d/vmware-osam.conf").splitlines()
+    assert 'add_drivers+=" sd_mod vmw_pvscsi vmxnet3 ahci ata_piix "' in conf    # RHEL 9 has no mptspi
+    assert conf[-1] == 'add_dracutmodules+=" lvm "'     # the root LV is a loop device on the receiver
     assert tree.read("/etc/dracut.conf") == F.RHEL_DRACUT_CONF
     assert F.changing_calls(guest.calls) == [["dracut", "-f", f"/boot/initramfs-{v}.img", v] for v in F.RHEL9_KERNELS]
     for version in F.RHEL9_KERNELS:
@@ -165,6 +166,18 @@ def test_no_initramfs_tool_is_an_error(tmp_path):
     os.unlink(os.path.join(tree.root, "usr/bin/dracut"))
     with pytest.raises(FixupError, match="no supported initramfs tool"):
         _run(tree)
+
+
+def test_lvm_raid_and_encryption_of_the_source_are_named_for_dracut(tmp_path):
+    tree = F.rhel9(tmp_path)
+    tree.inventory["layout"]["filesystems"] += [
+        {"device": "/dev/md127", "fstype": "xfs", "uuid": "d1", "mountpoint": "/srv"},
+        {"device": "/dev/sdc1", "fstype": "crypto_LUKS", "uuid": "d2", "mountpoint": None}]
+    _run(tree)
+    assert 'add_dracutmodules+=" lvm crypt mdraid "' in tree.read("/etc/dracut.conf.d/vmware-osam.conf")
+    rocky = F.rocky8_uefi(tmp_path / "rocky")           # plain partitions; its dracut has no lvm module either
+    _run(rocky)
+    assert "add_dracutmodules" not in rocky.read("/etc/dracut.conf.d/vmware-osam.conf")
 
 
 def test_the_nic_model_of_the_target_decides_the_nic_driver(tmp_path):

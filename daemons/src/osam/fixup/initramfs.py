@@ -189,7 +189,13 @@ class Dracut(Backend):
         text = (CONFIG_HEADER + "\n"
                 "# (the drivers every installed kernel has; dracut's command line adds a kernel's others)\n"
                 f'add_drivers+=" {" ".join(common)} "\n')
-        return ctx.write_text(self.config, text, STEP, f"dracut adds {' '.join(common)}")
+        modules = storage_dracut_modules(ctx)
+        if modules:
+            text += ("# The replica is built on the receiver's loop devices, where a host-only dracut\n"
+                     "# cannot see the source's LVM, RAID or encryption: name them.\n"
+                     f'add_dracutmodules+=" {" ".join(modules)} "\n')
+        detail = f"dracut adds {' '.join(common)}" + (f" and its {', '.join(modules)} modules" if modules else "")
+        return ctx.write_text(self.config, text, STEP, detail)
 
     def regenerate(self, ctx: FixupContext, version: str, wanted: Dict[str, Set[str]]) -> None:
         common = set.intersection(*wanted.values())
@@ -225,6 +231,23 @@ class SuseMkinitrd(Backend):
     def regenerate(self, ctx: FixupContext, version: str, wanted: Dict[str, Set[str]]) -> None:
         ctx.run(["mkinitrd", "-k", f"/boot/vmlinuz-{version}", "-i", self.image(version)], STEP,
                 f"initramfs of {version} rebuilt with {' '.join(_ordered(wanted[version]))}")
+
+
+def storage_dracut_modules(ctx: FixupContext) -> List[str]:
+    """dracut modules the source's storage stack needs at boot (lvm, crypt, mdraid), as the
+    inventory describes it, among those the guest's dracut has."""
+    filesystems = [fs for fs in ctx.layout.get("filesystems") or [] if isinstance(fs, dict)]
+    devices = [str(fs.get("device") or "") for fs in filesystems]
+    needed = []
+    on_mapper = bool(ctx.layout.get("lvm")) and any(d.startswith("/dev/mapper/") for d in devices)
+    if on_mapper or any((fs.get("parent") or {}).get("kind") == "lv" for fs in filesystems):
+        needed.append("lvm")
+    if any(fs.get("fstype") == "crypto_LUKS" for fs in filesystems):
+        needed.append("crypt")
+    if any(d.startswith("/dev/md") for d in devices):
+        needed.append("mdraid")
+    available = {re.sub(r"^\d+", "", name) for name in ctx.listdir("/usr/lib/dracut/modules.d")}
+    return [name for name in needed if name in available]
 
 
 def backend_for(ctx: FixupContext) -> Backend:
