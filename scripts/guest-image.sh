@@ -33,15 +33,6 @@ TMP_IMG="" LOOP="" MNT=""
 recipe_hash() { sha256sum "$SELF" | cut -c1-16; }
 cached_path() { printf '%s/debian12-%s.raw\n' "$CACHE_DIR" "$(recipe_hash)"; }
 
-mirror() {
-    if [ -n "${OSAM_DEBIAN_MIRROR:-}" ]; then printf '%s\n' "$OSAM_DEBIAN_MIRROR"; return; fi
-    local m
-    m=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
-    [ -n "$m" ] || m=$(awk '$1=="deb"{print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
-    [ -n "$m" ] || die "no Debian mirror found in apt's sources: set OSAM_DEBIAN_MIRROR"
-    printf '%s\n' "$m"
-}
-
 # timed NAME CMD...: run one build step and say how long it took.
 timed() {
     local t0="$EPOCHREALTIME"
@@ -82,7 +73,7 @@ bootstrap() {
     local log="${OUT%.raw}.debootstrap.log"   # beside the image: builds of other recipes may run too
     mkdir -p "$CACHE_DIR/debs"
     debootstrap --variant=minbase --cache-dir="$CACHE_DIR/debs" --include="$PACKAGES" \
-        "$SUITE" "$MNT" "$(mirror)" >"$log" 2>&1 \
+        "$SUITE" "$MNT" "$(debian_mirror)" >"$log" 2>&1 \
         || { tail -n 30 "$log" >&2; die "debootstrap $SUITE failed (log above, full: $log)"; }
 }
 
@@ -235,7 +226,7 @@ build() {
     flock 9
     up_to_date && return
     local t0="$EPOCHREALTIME"
-    step "guest image $OUT: building (debootstrap $SUITE from $(mirror))"
+    step "guest image $OUT: building (debootstrap $SUITE from $(debian_mirror))"
     trap cleanup EXIT
     trap 'exit 130' INT
     trap 'exit 143' TERM

@@ -30,3 +30,13 @@ elapsed() {
     local now="$EPOCHREALTIME"
     awk -v a="$1" -v b="$now" 'BEGIN { printf "%.1fs", b - a }'
 }
+
+# debian_mirror: the Debian mirror for debootstrap: $OSAM_DEBIAN_MIRROR, else the one apt uses.
+debian_mirror() {
+    if [ -n "${OSAM_DEBIAN_MIRROR:-}" ]; then printf '%s\n' "$OSAM_DEBIAN_MIRROR"; return; fi
+    local m
+    m=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+    [ -n "$m" ] || m=$(awk '$1=="deb"{print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
+    [ -n "$m" ] || die "no Debian mirror found in apt's sources: set OSAM_DEBIAN_MIRROR"
+    printf '%s\n' "$m"
+}

@@ -65,19 +65,10 @@ CONF
 # - iproute2 (ip -j addr), util-linux (lsblk): the sentinel's inventory.
 PACKAGES=systemd,systemd-sysv,dbus,python3,sudo,procps,iproute2,util-linux
 
-mirror() {
-    if [ -n "${OSAM_DEBIAN_MIRROR:-}" ]; then printf '%s\n' "$OSAM_DEBIAN_MIRROR"; return; fi
-    local m
-    m=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
-    [ -n "$m" ] || m=$(awk '$1=="deb"{print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
-    [ -n "$m" ] || die "no Debian mirror found in apt's sources: set OSAM_DEBIAN_MIRROR"
-    printf '%s\n' "$m"
-}
-
 build_rootfs() {   # build_rootfs SUITE DIR
     local suite=$1 dir=$2
     rm -rf "$dir"
-    debootstrap --variant=minbase --include="$PACKAGES" "$suite" "$dir" "$(mirror)" \
+    debootstrap --variant=minbase --include="$PACKAGES" "$suite" "$dir" "$(debian_mirror)" \
         >"$WORK/debootstrap-$suite.log" 2>&1 \
         || { tail -n 30 "$WORK/debootstrap-$suite.log" >&2; die "debootstrap $suite failed (log above)"; }
     rm -rf "$dir"/var/cache/apt/archives/*.deb "$dir"/var/lib/apt/lists/*
@@ -106,7 +97,7 @@ build_image() {   # build_image SUITE
         step "image $image: up to date (recipe $hash)"
         return
     fi
-    step "image $image: building (recipe $hash, debootstrap $suite from $(mirror))"
+    step "image $image: building (recipe $hash, debootstrap $suite from $(debian_mirror))"
     mkdir -p "$WORK"
     build_rootfs "$suite" "$WORK/rootfs-$suite"
     tar -C "$WORK/rootfs-$suite" -c . | podman import \

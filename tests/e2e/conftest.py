@@ -11,6 +11,10 @@
     Skips unless root, unless qemu-system-x86_64 is installed and, when the image has to be
     built, debootstrap.
 
+``site``
+    A ``tests.e2e.site.Site`` (fresh PKI, nothing started) whose daemons are stopped
+    afterwards; the test fails if the receiver left a replica's loop devices attached.
+
 ``boot_guest``
     ``boot_guest(image_paths, hardware="vsphere"|"kvm", timeout=600, mac=None)`` runs
     ``tests.e2e.qemu_boot.boot`` with the console log in the test's ``tmp_path``, prints the
@@ -28,6 +32,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e import qemu_boot
+from tests.e2e.site import Site
 from tests.util import is_root
 
 REPO = Path(__file__).resolve().parents[2]
@@ -122,3 +127,15 @@ def boot_guest(request, tmp_path):
         _report(f"{request.node.name}: {result.summary()}")
         return result
     return boot
+
+
+@pytest.fixture
+def site(disk_tmp_path):
+    s = Site(disk_tmp_path / "site")
+    try:
+        yield s
+    finally:
+        s.stop_all()
+        attached = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout.splitlines()
+        leftover = [line for line in attached if str(s.data) in line]
+        assert not leftover, f"the receiver left loop devices attached: {leftover}"

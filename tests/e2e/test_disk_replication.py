@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from osam.storage.replica_disks import ReplicaDisks
-from tests.e2e.site import Site, wait_for
+from tests.e2e.site import wait_for
 from tests.util.trees import diff_trees, make_rich_tree, mutate_rich_tree
 
 pytestmark = [pytest.mark.need_root, pytest.mark.e2e, pytest.mark.slow]
@@ -51,17 +51,6 @@ def source_disk(disk_tmp_path):
         for m in reversed(mounted):
             subprocess.run(["umount", str(m)])
         subprocess.run(["losetup", "-d", loop])
-
-
-@pytest.fixture
-def site(disk_tmp_path):
-    s = Site(disk_tmp_path / "site")
-    try:
-        yield s
-    finally:
-        s.stop_all()
-        leftover = [line for line in sh("losetup", "-a").splitlines() if str(s.data) in line]
-        assert not leftover, f"the receiver left loop devices attached: {leftover}"
 
 
 def replica_matches(src, replica, ignore):

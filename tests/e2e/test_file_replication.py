@@ -12,15 +12,6 @@ from tests.util.trees import diff_trees, make_rich_tree, mutate_rich_tree
 pytestmark = pytest.mark.need_root  # owners, device nodes, fanotify
 
 
-@pytest.fixture
-def site(disk_tmp_path):
-    s = Site(disk_tmp_path / "site")
-    try:
-        yield s
-    finally:
-        s.stop_all()
-
-
 def rich_guest(base, sync_params: str):
     """A rich source tree and a sentinel --etc holding these sync.params."""
     src, etc = base / "guest", base / "etc"

@@ -9,14 +9,13 @@ this machine; the sentinel replicates that mounted root as it would a running gu
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import time
 
 import pytest
 
 from tests.e2e.conftest import IMAGE_TEST_TIMEOUT
-from tests.e2e.site import Site, wait_for
+from tests.e2e.site import wait_for
 
 pytestmark = [pytest.mark.need_root, pytest.mark.qemu, pytest.mark.e2e, pytest.mark.slow,
               pytest.mark.timeout(IMAGE_TEST_TIMEOUT + 900)]
@@ -56,17 +55,6 @@ def download_vm_tools(guest_root, cache_dir) -> bool:
     (cache_dir / "partial").rmdir()
     print(done.stdout[-500:], done.stderr[-500:])
     return done.returncode == 0 and any(cache_dir.glob("open-vm-tools_*.deb"))
-
-
-@pytest.fixture
-def site(disk_tmp_path):
-    s = Site(disk_tmp_path / "site")
-    try:
-        yield s
-    finally:
-        s.stop_all()
-        leftover = [line for line in sh("losetup", "-a").splitlines() if str(s.data) in line]
-        assert not leftover, f"the receiver left loop devices attached: {leftover}"
 
 
 def test_migrated_debian_guest_boots_on_pvscsi_and_vmxnet3(site, mounted_source, boot_guest, disk_tmp_path):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Dict, List, Tuple
 
-from . import loop
 from .command import StorageError, run
 
 SECTOR = 512

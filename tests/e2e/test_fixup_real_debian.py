@@ -1,35 +1,25 @@
 """The Linux fix-up on a real Debian 12 replica with the guest's real tools, through the real
 ChrootRunner: update-initramfs and lsinitramfs, grub-mkconfig, grub-install onto the replica's
-loop device, dpkg-query. A copy of the project's cached source guest disk is used (a KVM
-guest whose initramfs knows only virtio: scripts/guest-image.sh build); without it, or
-without root, the test is skipped.
+loop device, dpkg-query. A copy of the project's source guest disk is used (a KVM guest
+whose initramfs knows only virtio: the debian_guest_image fixture builds it or takes it from
+the cache).
 """
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
 from osam.fixup.chroot import ChrootRunner
 from osam.fixup.context import Nic, Target
 from osam.fixup.linux import fixup_linux
+from tests.e2e.conftest import IMAGE_TEST_TIMEOUT
 
-REPO = Path(__file__).resolve().parents[2]
-GUEST_IMAGE = REPO / "scripts" / "guest-image.sh"
 NEW_MAC = "00:50:56:aa:bb:01"
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
-
-
-def _cached_image() -> str:
-    if not GUEST_IMAGE.exists():
-        return ""
-    done = subprocess.run(["bash", str(GUEST_IMAGE), "path"], capture_output=True, text=True)
-    path = done.stdout.strip()
-    return path if done.returncode == 0 and path and os.path.exists(path) else ""
+pytestmark = [pytest.mark.need_root, pytest.mark.slow, pytest.mark.timeout(IMAGE_TEST_TIMEOUT)]
 
 
 def _blkid(device: str, tag: str) -> str:
@@ -37,14 +27,12 @@ def _blkid(device: str, tag: str) -> str:
 
 
 @pytest.fixture
-def replica(tmp_path):
-    if os.geteuid() != 0 or not all(shutil.which(t) for t in ("losetup", "partx", "unshare", "blkid")):
-        pytest.skip("needs root, losetup, partx, blkid and unshare")
-    image = _cached_image()
-    if not image:
-        pytest.skip("no cached source guest disk (bash scripts/guest-image.sh build)")
+def replica(debian_guest_image, disk_tmp_path):
+    if not all(shutil.which(t) for t in ("losetup", "partx", "unshare", "blkid")):
+        pytest.skip("needs losetup, partx, blkid and unshare (util-linux): run scripts/setup.sh")
+    tmp_path = disk_tmp_path
     disk = tmp_path / "disk.raw"
-    subprocess.run(["cp", "--sparse=always", image, str(disk)], check=True)
+    subprocess.run(["cp", "--sparse=always", str(debian_guest_image), str(disk)], check=True)
     loop = subprocess.run(["losetup", "-f", "--show", str(disk)], check=True, capture_output=True,
                           text=True).stdout.strip()
     root = tmp_path / "root"
