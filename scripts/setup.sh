@@ -28,6 +28,9 @@ APT_PACKAGES=(
     # guest disks: partition tables and the file systems replicas recreate; booting them
     # under qemu (scripts/guest-image.sh, tests/e2e/qemu_boot.py)
     fdisk lvm2 xfsprogs dosfstools mtools qemu-system-x86
+    # the vSphere API simulator (govmomi's vcsim) the tests run against: scripts/build-vcsim.sh
+    # builds it from Debian's own Go toolchain and govmomi sources (no Go module proxy needed)
+    golang-go golang-github-vmware-govmomi-dev
 )
 VENV="$OSAM_ROOT/.venv"
 PY_BASE=/usr/bin/python3
