@@ -6,7 +6,7 @@
 # (golang-go) and govmomi's sources (golang-github-vmware-govmomi-dev, 0.24.2), built in
 # GOPATH mode. That package ships the simulator library but no vcsim command, so this script
 # writes a small main package of its own, and patches a private copy of the sources where
-# the simulator answers differently from vCenter in ways pyvmomi 9 trips over (see PATCHES).
+# the simulator answers differently from vCenter in ways pyvmomi 9 trips over (patch_simulator).
 # Usage: bash scripts/build-vcsim.sh build [OUT]   build into OUT (default: the cached path)
 #        bash scripts/build-vcsim.sh path          print the cached path (no root, no Go needed)
 # The cached binary is $OSAM_CACHE/vcsim/vcsim-<hash> (OSAM_CACHE defaults to
@@ -82,8 +82,8 @@ patch_simulator() {
     local sim="$WORK/gopath/src/$GOVMOMI_IMPORT/simulator"
 
     # pyvmomi 9 reads each property with PropertyCollector.Fetch. For a property that is
-    # simply unset (no value, and no fault either) vcsim indexes an empty MissingSet and the
-    # request fails; vCenter answers with an empty result: the property is unset.
+    # simply unset (no value, and no fault either) vcsim indexes an empty MissingSet: the
+    # handler panics and pyvmomi sees the connection closed. vCenter answers with no value.
     edit_go "$sim/property_collector.go" "Fetch of an unset property" <<'EOF'
 	if len(obj.PropSet) == 0 {
 		fault := obj.MissingSet[0].Fault
@@ -97,8 +97,9 @@ patch_simulator() {
 EOF
 
     # TaskInfo.entity is a ManagedEntity. vcsim also fills it for tasks of managers that are
-    # not entities (FileManager, VirtualDiskManager...), which pyvmomi 9 refuses to read back:
-    # vCenter leaves entity and entityName unset for those.
+    # not entities (FileManager, VirtualDiskManager...), which pyvmomi 9 refuses to read back
+    # (TypeError: expected type vim.ManagedEntity, but got vim.FileManager): vCenter leaves
+    # entity and entityName unset for those.
     edit_go "$sim/task.go" "TaskInfo.entity of a non-entity" <<'EOF'
 	task.Info.EntityName = ref.Value
 =>
@@ -130,8 +131,8 @@ EOF
 		entity.Value = append(others(entity.Value), newValue)
 EOF
 
-    # CustomFieldDef.type is the type of the field's values, "string" on vCenter; vcsim puts
-    # the managed object type there ("VirtualMachine"), which pyvmomi 9 cannot read as a type.
+    # CustomFieldDef.type is the type of the field's values: "string" on vCenter (pyvmomi: str).
+    # vcsim puts the managed object type there, which pyvmomi reads as vim.VirtualMachine.
     edit_go "$sim/custom_fields_manager.go" "CustomFieldDef.type is string" <<'EOF'
 		Type:                    req.MoType,
 =>
@@ -218,7 +219,10 @@ copy_sources() {
 
 smoke_test() {
     # It must at least start: print its usage (flag's -h exits 0 after printing to stderr).
-    "$TMP_BIN" -h 2>&1 | grep -q -- '-username' || die "the built vcsim does not run: $TMP_BIN"
+    # Captured first: grep -q on a pipe would stop reading early and fail it with SIGPIPE.
+    local usage
+    usage=$("$TMP_BIN" -h 2>&1) || die "the built vcsim does not run: $TMP_BIN -h: $usage"
+    grep -q -- '-username' <<<"$usage" || die "the built vcsim has no -username flag: $usage"
 }
 
 finish() {
