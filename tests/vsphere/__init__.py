@@ -1,0 +1,1 @@
+"""Tests against govmomi's vSphere API simulator (vcsim) through pyvmomi: fixtures in conftest.py."""
