@@ -68,12 +68,33 @@ def ensure_binary(rebuild: bool = False) -> tuple[Path, str]:
             f"vcsim is not built ({path}) and cannot be here: Debian packages {' '.join(DEBIAN_PACKAGES)} "
             "are missing; run scripts/setup.sh as root")
     env = dict(os.environ, OSAM_REBUILD_IMAGES="1" if rebuild else "0")
-    proc = subprocess.run(["bash", str(BUILD_SCRIPT), "build"], capture_output=True, text=True,
-                          timeout=BUILD_TIMEOUT, env=env)
+    # A session of its own: when stopped (timeout, Ctrl-C), SIGTERM reaches go build too, and
+    # the script's trap then removes its scratch directory and the half-built binary.
+    proc = subprocess.Popen(["bash", str(BUILD_SCRIPT), "build"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
+    try:
+        output, _ = proc.communicate(timeout=BUILD_TIMEOUT)
+    except BaseException as e:
+        output = _stop_build(proc)
+        if isinstance(e, subprocess.TimeoutExpired):
+            raise RuntimeError(f"scripts/build-vcsim.sh build: no binary after {BUILD_TIMEOUT}s:\n{output}") from e
+        raise
     if proc.returncode != 0 or not path.exists():
-        raise RuntimeError(f"scripts/build-vcsim.sh build failed (exit {proc.returncode}):\n"
-                           f"{proc.stdout}{proc.stderr}")
-    return path, proc.stdout
+        raise RuntimeError(f"scripts/build-vcsim.sh build failed (exit {proc.returncode}):\n{output}")
+    return path, output
+
+
+def _stop_build(proc: subprocess.Popen) -> str:
+    for sig, grace in ((signal.SIGTERM, 60), (signal.SIGKILL, None)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            return proc.communicate(timeout=grace)[0]
+        except subprocess.TimeoutExpired:
+            continue
+    return ""
 
 
 def _which(name: str) -> bool:
