@@ -60,5 +60,17 @@ def test_a_rebuilt_wheel_of_the_same_version_replaces_the_old_one(tmp_path, disk
     second, files = osam_wheel_files(target)
     assert second.name == first.name, "same version, same file name"
     assert "osam/fixup_marker.py" in files, "the wheelhouse still holds the wheel of the earlier build"
-    sums = (target / "SHA256SUMS").read_text()
-    assert subprocess.run(["sha256sum", str(second)], capture_output=True, text=True).stdout.split()[0] in sums
+    checksum = subprocess.run(["sha256sum", str(second)], capture_output=True, text=True).stdout.split()[0]
+    assert checksum in (target / "SHA256SUMS").read_text()
+    tar = wheelhouse / f"{target.name}.tar"
+    assert f"{checksum}  {second.name}" in subprocess.run(["tar", "-xOf", str(tar), "SHA256SUMS"], capture_output=True,
+                                                         text=True).stdout, "the tar the hosts get holds the new wheel"
+
+    # A run stopped after the wheel list but before the tar leaves the old tar: the next run packs again.
+    (source / "src" / "osam" / "fixup_marker.py").write_text("CHANGED = 2\n")
+    run_role(tmp_path, wheelhouse, source)
+    (target / "SHA256SUMS").write_text((target / "SHA256SUMS").read_text() + "0" * 64 + "  stale.whl\n")
+    (wheelhouse / f"{target.name}.tar.SHA256SUMS").unlink()
+    run_role(tmp_path, wheelhouse, source)
+    assert "stale.whl" not in subprocess.run(["tar", "-xOf", str(tar), "SHA256SUMS"], capture_output=True,
+                                             text=True).stdout
