@@ -513,6 +513,18 @@ def test_vm_on_a_standalone_host(site, tmp_path):
         dest.close()
 
 
+def test_sixteen_disks_take_two_pvscsi_controllers(site):
+    sim, _, dest, _, _, _, _ = site
+    spec = vm_spec(name="files01", migration_id="mig-files", disks=(MIB,) * 16, nics=[])
+    write_images(dest, spec)
+    vm = vm_object(sim.connect(), dest.ensure_vm(spec))
+    buses = {c.key: c.busNumber for c in devices(vm, vim.vm.device.ParaVirtualSCSIController)}
+    slots = [(buses[d.controllerKey], d.unitNumber) for d in devices(vm, vim.vm.device.VirtualDisk)]
+    assert slots == [(0, u) for u in range(16) if u != 7] + [(1, 0)]
+    assert [d.backing.fileName for d in devices(vm, vim.vm.device.VirtualDisk)][-1] == \
+        "[LocalDS_0] files01/files01_15.vmdk"
+
+
 def test_ensure_vm_refuses_with_the_problems(site):
     sim, _, dest, _, _, _, _ = site
     si = sim.connect()
