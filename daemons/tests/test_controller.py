@@ -48,7 +48,13 @@ LEGAL = [
     (phases.FULL_SYNC, phases.CONTINUOUS_SYNC),
     (phases.QUIESCE, phases.FINAL_SYNC),
     (phases.FINAL_SYNC, phases.FIXUP),
-    (phases.FIXUP, phases.COMPLETED),
+    (phases.FIXUP, phases.REPLICA_VM),
+    (phases.REPLICA_VM, phases.TOOLS),
+    (phases.TOOLS, phases.REPLICA_ON),
+    (phases.REPLICA_ON, phases.SOURCE_OFF),
+    (phases.SOURCE_OFF, phases.NETWORK),
+    (phases.SOURCE_OFF, phases.NEEDS_OPERATOR),
+    (phases.NETWORK, phases.COMPLETED),
 ] + [(phase, phases.FAILED) for phase in phases.PHASES if phase not in phases.TERMINAL]
 
 
@@ -72,6 +78,10 @@ ILLEGAL = [
     (phases.QUIESCE, phases.CONTINUOUS_SYNC),
     (phases.FINAL_SYNC, phases.QUIESCE),
     (phases.FINAL_SYNC, phases.COMPLETED),
+    (phases.FIXUP, phases.COMPLETED),
+    (phases.REPLICA_ON, phases.NEEDS_OPERATOR),
+    (phases.NEEDS_OPERATOR, phases.NETWORK),
+    (phases.NEEDS_OPERATOR, phases.FAILED),
     (phases.COMPLETED, phases.FAILED),
     (phases.FAILED, phases.REGISTERED),
     (phases.COMPLETED, phases.FULL_SYNC),
@@ -135,7 +145,8 @@ def test_happy_path_with_history(ctl, clock):
         ctl.advance("web01", step)
     ctl.update_progress("web01", lag=1.5)
     ctl.request_switchover("web01")
-    for step in (phases.QUIESCE, phases.FINAL_SYNC, phases.FIXUP, phases.COMPLETED):
+    for step in (phases.QUIESCE, phases.FINAL_SYNC, phases.FIXUP, phases.REPLICA_VM, phases.TOOLS,
+                 phases.REPLICA_ON, phases.SOURCE_OFF, phases.NETWORK, phases.COMPLETED):
         clock.tick(1)
         ctl.advance("web01", step)
     done = ctl.migration("web01")
@@ -144,8 +155,9 @@ def test_happy_path_with_history(ctl, clock):
     assert [(h["from"], h["to"]) for h in done["history"]] == [
         (None, "registered"), ("registered", "full_sync"), ("full_sync", "continuous_sync"),
         ("continuous_sync", "quiesce"), ("quiesce", "final_sync"), ("final_sync", "fixup"),
-        ("fixup", "completed")]
-    assert done["history"][-1]["at"] == iso(T0 + 6)
+        ("fixup", "replica_vm"), ("replica_vm", "tools"), ("tools", "replica_on"), ("replica_on", "source_off"),
+        ("source_off", "network"), ("network", "completed")]
+    assert done["history"][-1]["at"] == iso(T0 + 11)
     assert ctl.guest("web01")["migration_phase"] == phases.COMPLETED
 
 
@@ -383,3 +395,21 @@ def test_no_progress_after_the_end(ctl):
     ctl.abort("web01")
     with pytest.raises(Conflict):
         ctl.update_progress("web01", bytes_done=1)
+
+
+def test_a_cutover_stopped_half_way_ends_needing_the_operator_and_frees_the_guest(ctl):
+    ctl.start_migration("web01", phases.IMMEDIATE)
+    for step in (phases.FULL_SYNC, phases.CONTINUOUS_SYNC):
+        ctl.advance("web01", step)
+    ctl.request_switchover("web01")
+    for step in (phases.QUIESCE, phases.FINAL_SYNC, phases.FIXUP, phases.REPLICA_VM, phases.TOOLS,
+                 phases.REPLICA_ON, phases.SOURCE_OFF):
+        ctl.advance("web01", step)
+    with pytest.raises(InvalidInput, match="needs a reason"):
+        ctl.advance("web01", phases.NEEDS_OPERATOR)
+    stuck = ctl.advance("web01", phases.NEEDS_OPERATOR, "power off the source, then power on the replica")
+    assert stuck["active"] is False and stuck["reason"] == "power off the source, then power on the replica"
+    with pytest.raises(IllegalTransition, match="terminal"):
+        ctl.advance("web01", phases.NETWORK)
+    again = ctl.start_migration("web01")      # the guest may be migrated again
+    assert again["phase"] == phases.REGISTERED and again["id"] != stuck["id"]

@@ -262,7 +262,8 @@ def advance_through_a_migration(ctl):
         time.sleep(0.08)
     ctl.advance("web01", "continuous_sync")
     ctl.request_switchover("web01")
-    for phase in ("quiesce", "final_sync", "fixup", "completed"):
+    for phase in ("quiesce", "final_sync", "fixup", "replica_vm", "tools", "replica_on", "source_off", "network",
+                  "completed"):
         time.sleep(0.08)
         ctl.advance("web01", phase)
 

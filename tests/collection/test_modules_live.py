@@ -159,7 +159,7 @@ def test_switchover_waited_for_completes_with_an_identical_replica(site, base, s
     done = results["switch over"]
     assert done["changed"] is True and done["operation"] == "requested"
     assert done["migration"]["phase"] == "completed"
-    assert [h["to"] for h in done["migration"]["history"]][-4:] == ["quiesce", "final_sync", "fixup", "completed"]
+    assert [h["to"] for h in done["migration"]["history"]][-9:] == ["quiesce", "final_sync", "fixup", "replica_vm", "tools", "replica_on", "source_off", "network", "completed"]
     assert results["again"]["changed"] is False
     assert results["migrate again"]["changed"] is False  # a completed migration counts as present
     assert diff_trees(source, site.replica(GUEST)) == []

@@ -106,8 +106,12 @@ def test_disk_replica_keeps_layout_and_files_through_continuous_and_final_sync(s
     (src / "srv" / "written-last").write_bytes(b"just before the switchover\n")
     assert site.osamctl("switchover", "diskguest").returncode == 0
     done = site.wait_phase("diskguest", "completed", 120)
-    assert [h["to"] for h in done["history"]][-3:] == ["final_sync", "fixup", "completed"]
+    assert [h["to"] for h in done["history"]][-8:] == ["final_sync", "fixup", "replica_vm", "tools", "replica_on", "source_off", "network", "completed"]
     assert not replica.is_mount(), "a completed disk replica is unmounted"
+    # The local destination's VM took over: on, NICs connected; the source (here: its sentinel) is off.
+    vm_state = json.loads((replica_dir / "local-vm.json").read_text())
+    assert (vm_state["power"], vm_state["nics_connected"]) == ("on", True)
+    wait_for(lambda: not site.sentinels["diskguest"].running, 10, "the source's sentinel to stop")
 
     # Mounted again from its images alone, the replica is the source, file for file.
     disks = ReplicaDisks(str(replica_dir), layout)
@@ -117,3 +121,24 @@ def test_disk_replica_keeps_layout_and_files_through_continuous_and_final_sync(s
         assert (replica / "srv" / "written-last").read_bytes() == b"just before the switchover\n"
     finally:
         disks.unmount()
+
+
+def test_a_source_that_does_not_power_off_leaves_the_replica_off_and_asks_the_operator(site, source_disk):
+    src, _ = source_disk
+    (src / "etc").mkdir()
+    (src / "etc" / "hostname").write_text("stubborn\n")
+    site.start_receiver(replica_format="disk", extra=["--no-fixup", "--source-off-timeout", "3"])
+    site.start_gateway()
+    # A machine whose power-off does nothing: its links stay up.
+    site.start_sentinel("stubborn", src, extra=["--power-off-command", "true"])
+    wait_for(lambda: site.guest("stubborn"), 30, "the guest to register")
+    assert site.osamctl("migrate", "stubborn", "--switchover", "immediate").returncode == 0
+    m = site.wait_phase("stubborn", "needs_operator", 180)
+    assert m["reason"] == ("the source did not power off within 3s; the replica stubborn is powered off with its "
+                           "NICs connected: power off the source, then power on the replica")
+    assert [h["to"] for h in m["history"]][-3:] == ["replica_on", "source_off", "needs_operator"]
+    vm_state = json.loads((site.data / "replicas" / "stubborn" / "local-vm.json").read_text())
+    assert (vm_state["power"], vm_state["nics_connected"]) == ("off", True)
+    assert site.sentinels["stubborn"].running
+    out = site.osamctl("status", "stubborn")
+    assert "needs_operator" in out.stdout, out

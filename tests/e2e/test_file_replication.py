@@ -68,7 +68,8 @@ def test_full_continuous_and_final_sync_make_an_identical_replica(site, disk_tmp
     assert diff_trees(src, replica) == []
     assert (replica / "excluded" / "late.log").read_bytes() == b"written during continuous sync\n"
     assert [h["to"] for h in done["history"]] == [
-        "registered", "full_sync", "continuous_sync", "quiesce", "final_sync", "fixup", "completed"]
+        "registered", "full_sync", "continuous_sync", "quiesce", "final_sync",
+        "fixup", "replica_vm", "tools", "replica_on", "source_off", "network", "completed"]
 
 
 def make_bulk_tree(root, total_mib=240, seed=3):
@@ -192,7 +193,7 @@ def test_two_guests_at_once_immediate_and_scheduled_across_a_receiver_restart(si
     site.receiver.kill()
     site.start_receiver()
     done = site.wait_phase("alpha", "completed", 60)
-    assert [h["to"] for h in done["history"]][-4:] == ["quiesce", "final_sync", "fixup", "completed"]
+    assert [h["to"] for h in done["history"]][-9:] == ["quiesce", "final_sync", "fixup", "replica_vm", "tools", "replica_on", "source_off", "network", "completed"]
     beta = site.wait_phase("beta", "completed", 60)
     switched = next(h["at"] for h in beta["history"] if h["to"] == "quiesce")
     assert switched >= at[:19]  # not before its time

@@ -75,7 +75,8 @@ def test_migrated_debian_guest_boots_on_pvscsi_and_vmxnet3(site, mounted_source,
     done = site.wait_phase("src-guest", "completed", 900)
     migrated = time.monotonic() - t0
     assert [h["to"] for h in done["history"]] == [
-        "registered", "full_sync", "continuous_sync", "quiesce", "final_sync", "fixup", "completed"]
+        "registered", "full_sync", "continuous_sync", "quiesce", "final_sync",
+        "fixup", "replica_vm", "tools", "replica_on", "source_off", "network", "completed"]
 
     replica_dir = site.data / "replicas" / "src-guest"
     report = json.loads((replica_dir / "fixup-report.json").read_text())

@@ -27,9 +27,11 @@ import urllib.parse
 from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
 
 # Mirrors osam.controller.phases without importing it: osamctl only speaks the REST API.
-PHASES = ("registered", "full_sync", "continuous_sync", "quiesce", "final_sync", "fixup", "completed",
-          "failed")
-TERMINAL = ("completed", "failed")
+PHASES = ("registered", "full_sync", "continuous_sync", "quiesce", "final_sync", "fixup", "replica_vm",
+          "tools", "replica_on", "source_off", "network", "completed", "needs_operator", "failed")
+TERMINAL = ("completed", "needs_operator", "failed")
+# Ends that are not a success: the reason says what went wrong or what the operator must do.
+STOPPED = ("needs_operator", "failed")
 SWITCHOVER_HELP = "manual (default), immediate, or at=ISO8601 with a zone, e.g. at=2025-06-01T22:00:00Z"
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -359,14 +361,18 @@ def cmd_migrate(client: ApiClient, args: argparse.Namespace, out: TextIO) -> int
     return _wait_for_phase(client, args.name, args.wait, args.interval, out)
 
 
+def _stopped(phase: str) -> str:
+    return "needs the operator" if phase == "needs_operator" else "failed"
+
+
 def _wait_for_phase(client: ApiClient, name: str, target: str, interval: float, out: TextIO) -> int:
     wanted = PHASES.index(target)
     while True:
         migration = client.get(migration_path(name))
         phase = migration["phase"]
-        if phase == "failed" and target != "failed":
-            raise CommandError(f"migration of {name} failed: {migration.get('reason')}")
-        if phase == target or (phase != "failed" and PHASES.index(phase) >= wanted):
+        if phase in STOPPED and target != phase:
+            raise CommandError(f"migration of {name} {_stopped(phase)}: {migration.get('reason')}")
+        if phase == target or (phase not in STOPPED and PHASES.index(phase) >= wanted):
             print(f"{name} reached {phase}", file=out)
             return EXIT_OK
         time.sleep(interval)
@@ -417,8 +423,8 @@ def _follow(client: ApiClient, name: str, interval: float, as_json: bool, out: T
         if migration["phase"] in TERMINAL:
             if interactive:
                 out.write("\n")
-            if migration["phase"] == "failed":
-                raise CommandError(f"migration of {name} failed: {migration.get('reason')}")
+            if migration["phase"] in STOPPED:
+                raise CommandError(f"migration of {name} {_stopped(migration['phase'])}: {migration.get('reason')}")
             return EXIT_OK
         time.sleep(interval)
 

@@ -103,15 +103,15 @@ class Controller:
     def advance(self, name: str, to_phase: str, reason: Optional[str] = None) -> Dict[str, Any]:
         check_guest_name(name)
         reason = _check_reason(reason)
-        if to_phase == phases.FAILED and reason is None:
-            raise InvalidInput("failing a migration needs a reason")
+        if to_phase in (phases.FAILED, phases.NEEDS_OPERATOR) and reason is None:
+            raise InvalidInput(f"{to_phase} needs a reason")
         with self._lock, self._store.transaction():
             row = self._latest(name)
             now = self._clock()
             holds = frozenset({phases.SWITCHOVER_IS_DUE}) if self._due(row, now) else frozenset()
             phases.check_transition(row["phase"], to_phase, holds)
             fields: Dict[str, Any] = {"phase": to_phase, "phase_since": now, "updated": now}
-            if to_phase == phases.FAILED:
+            if to_phase in (phases.FAILED, phases.NEEDS_OPERATOR):
                 fields["reason"] = reason
             if to_phase == phases.QUIESCE:
                 fields["lag_at_switchover"] = row["lag"]

@@ -15,12 +15,21 @@ CONTINUOUS_SYNC = "continuous_sync"
 QUIESCE = "quiesce"
 FINAL_SYNC = "final_sync"
 FIXUP = "fixup"
+REPLICA_VM = "replica_vm"    # the destination's VM made from the replica, powered off, NICs disconnected
+TOOLS = "tools"              # VMware Tools installed where the destination offers it
+REPLICA_ON = "replica_on"    # the replica powered on, still cut off from the network
+SOURCE_OFF = "source_off"    # the source powered off
+NETWORK = "network"          # the replica's NICs connected: it has taken over
 COMPLETED = "completed"
+NEEDS_OPERATOR = "needs_operator"   # the cutover stopped half-way; the reason says what to do
 FAILED = "failed"
 
 # In lifecycle order; `osamctl migrate --wait` relies on this order.
-PHASES = (REGISTERED, FULL_SYNC, CONTINUOUS_SYNC, QUIESCE, FINAL_SYNC, FIXUP, COMPLETED, FAILED)
-TERMINAL: FrozenSet[str] = frozenset({COMPLETED, FAILED})
+PHASES = (REGISTERED, FULL_SYNC, CONTINUOUS_SYNC, QUIESCE, FINAL_SYNC, FIXUP, REPLICA_VM, TOOLS,
+          REPLICA_ON, SOURCE_OFF, NETWORK, COMPLETED, NEEDS_OPERATOR, FAILED)
+TERMINAL: FrozenSet[str] = frozenset({COMPLETED, NEEDS_OPERATOR, FAILED})
+# After the final sync: the receiver drives these without the guest's data.
+CUTOVER: FrozenSet[str] = frozenset({FIXUP, REPLICA_VM, TOOLS, REPLICA_ON, SOURCE_OFF, NETWORK})
 # Phases in which the switchover can still be requested, rescheduled or cancelled.
 BEFORE_SWITCHOVER: FrozenSet[str] = frozenset({REGISTERED, FULL_SYNC, CONTINUOUS_SYNC})
 
@@ -41,8 +50,14 @@ TRANSITIONS: Dict[str, Dict[str, Optional[str]]] = {
     CONTINUOUS_SYNC: {QUIESCE: SWITCHOVER_IS_DUE},
     QUIESCE: {FINAL_SYNC: None},
     FINAL_SYNC: {FIXUP: None},
-    FIXUP: {COMPLETED: None},
+    FIXUP: {REPLICA_VM: None},
+    REPLICA_VM: {TOOLS: None},
+    TOOLS: {REPLICA_ON: None},
+    REPLICA_ON: {SOURCE_OFF: None},
+    SOURCE_OFF: {NETWORK: None, NEEDS_OPERATOR: None},
+    NETWORK: {COMPLETED: None},
     COMPLETED: {},
+    NEEDS_OPERATOR: {},
     FAILED: {},
 }
 

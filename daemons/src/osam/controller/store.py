@@ -48,8 +48,9 @@ CREATE TABLE IF NOT EXISTS migrations (
     last_error_at         REAL
 );
 -- One active migration per guest, enforced by the database as well as the controller.
-CREATE UNIQUE INDEX IF NOT EXISTS migrations_one_active
-    ON migrations(guest) WHERE phase NOT IN ('completed', 'failed');
+DROP INDEX IF EXISTS migrations_one_active;     -- its terminal phases changed: made again
+CREATE UNIQUE INDEX IF NOT EXISTS migrations_one_active_v2
+    ON migrations(guest) WHERE phase NOT IN ('completed', 'needs_operator', 'failed');
 CREATE INDEX IF NOT EXISTS migrations_by_guest ON migrations(guest, id);
 CREATE TABLE IF NOT EXISTS transitions (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -92,3 +92,33 @@ class Destination(abc.ABC):
 
     def close(self) -> None:
         pass
+
+
+class NoDestination(Destination):
+    """For replicas that are not VMs (tree replicas: tests, demonstrations): every cutover step
+    is a no-op, and the source is not powered off, since nothing takes over from it."""
+    kind = "none"
+
+    def validate(self, spec: VmSpec) -> List[str]:
+        return []
+
+    def ensure_vm(self, spec: VmSpec) -> VmRef:
+        return VmRef(id="", name=spec.name)
+
+    def find_vm(self, spec: VmSpec) -> Optional[VmRef]:
+        return VmRef(id="", name=spec.name)
+
+    def set_nics_connected(self, vm: VmRef, connected: bool) -> None:
+        pass
+
+    def power_state(self, vm: VmRef) -> str:
+        return OFF
+
+    def power_on(self, vm: VmRef) -> None:
+        pass
+
+    def power_off(self, vm: VmRef) -> None:
+        pass
+
+    def install_tools(self, vm: VmRef) -> str:
+        return "nothing to do: a tree replica is not a VM"

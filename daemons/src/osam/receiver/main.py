@@ -20,7 +20,11 @@ from ..protocol.frames import HELLO
 from ..transport import Connection, bound_port, close_server, serve, server_context
 from ..transport.framed import FramedStream, LinkClosed
 from .api import handle_api_connection
-from .replica import DISK, FORMATS
+from ..controller import phases
+from ..destinations.base import NoDestination
+from ..destinations.local import LocalDestination
+from .cutover import Cutover
+from .replica import DISK, FORMATS, TREE
 from .session import GuestSession
 
 log = logging.getLogger("osam.receiver")
@@ -30,8 +34,11 @@ FORWARD_TIMEOUT = 15.0
 
 class Receiver:
     def __init__(self, data_dir: str, pki_dir: str, replica_format: str = DISK, fixup: bool = True,
-                 package_cache: Optional[str] = None):
+                 package_cache: Optional[str] = None, *, boot_replicas: bool = False,
+                 source_off_timeout: float = 300.0):
         self.data_dir = data_dir
+        self.boot_replicas = boot_replicas
+        self.source_off_timeout = source_off_timeout
         self.package_cache = package_cache or os.path.join(data_dir, "packages")
         self.replica_format = replica_format
         self.fixup = fixup
@@ -44,8 +51,16 @@ class Receiver:
     def session(self, name: str) -> GuestSession:
         if name not in self.sessions:
             self.sessions[name] = GuestSession(name, self.data_dir, self.controller, self.replica_format, self.fixup,
-                                               self.package_cache)
+                                               self.package_cache, self.cutover)
         return self.sessions[name]
+
+    def cutover(self, session: GuestSession) -> Cutover:
+        """The driver of a migration's fix-up and cutover, on this receiver's destination."""
+        if session.replica.format == TREE:
+            destination = NoDestination()
+        else:
+            destination = LocalDestination(session.replica_dir, boot=self.boot_replicas)
+        return Cutover(session, destination, self.source_off_timeout)
 
     async def handle_gateway(self, conn: Connection) -> None:
         """A forwarded guest connection: the Forward frame names the guest by its certificate."""
@@ -95,6 +110,9 @@ class Receiver:
         while True:
             await asyncio.sleep(1.0)
             now = time.monotonic()
+            for m in self.controller.migrations():
+                if m["phase"] in phases.CUTOVER:   # also after a restart, guest connected or not
+                    self.session(m["guest"]).ensure_cutover()
             for s in list(self.sessions.values()):
                 try:
                     s.check_link(now)
@@ -117,6 +135,11 @@ def main(argv=None) -> int:
     p.add_argument("--package-cache", metavar="DIR",
                    help="packages the fix-up installs offline (open-vm-tools with what it needs), in "
                         "DIR/<os id>-<version>/, DIR/<os id>/ or DIR/<family>/ (default DATA/packages)")
+    p.add_argument("--boot-replicas", action="store_true",
+                   help="local destination: power on means booting the replica with qemu on pvscsi and "
+                        "vmxnet3 (DATA/replicas/NAME/boot.sh); otherwise it is only recorded")
+    p.add_argument("--source-off-timeout", type=float, default=300.0, metavar="SECONDS",
+                   help="how long the switchover waits for the source to power off (default %(default)s)")
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(argv)
     service.setup_logging("osam-receiver", args.log_level)
@@ -124,7 +147,8 @@ def main(argv=None) -> int:
 
 
 async def _run(args) -> int:
-    receiver = Receiver(args.data, args.pki, args.replica_format, args.fixup, args.package_cache)
+    receiver = Receiver(args.data, args.pki, args.replica_format, args.fixup, args.package_cache,
+                        boot_replicas=args.boot_replicas, source_off_timeout=args.source_off_timeout)
     links = await serve(*args.listen, server_context(args.pki, "receiver"), receiver.handle_gateway,
                         allowed_roles=("gateway",), log=log)
     api = await serve(*args.api, server_context(args.pki, "receiver"), receiver.handle_api,

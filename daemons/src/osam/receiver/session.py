@@ -28,13 +28,15 @@ HEARTBEAT_EVERY = 10.0     # so a sentinel can tell a silent receiver from a dea
 
 class GuestSession:
     def __init__(self, name: str, data_dir: str, controller, replica_format: str = TREE, fixup: bool = True,
-                 package_cache: Optional[str] = None):
+                 package_cache: Optional[str] = None, cutover_factory=None):
         self.name = name
         self.controller = controller
         self.replica_dir = os.path.join(data_dir, "replicas", name)
         os.makedirs(self.replica_dir, exist_ok=True)
         self.replica = make_replica(replica_format, self.replica_dir, package_cache)
-        self.fixup = fixup
+        self.fixup_enabled = fixup
+        self.cutover_factory = cutover_factory      # session -> Cutover (osam.receiver.cutover)
+        self.cutover_task: Optional[asyncio.Task] = None
         self.replica_ready = asyncio.Event()    # its disks are built and mounted (or it is a tree)
         if self.replica.format == TREE:
             self.replica_ready.set()            # a directory is ready as it is
@@ -205,11 +207,10 @@ class GuestSession:
             while True:
                 m = self.controller.migration(self.name)
                 phase = m["phase"] if m else None
-                if phase is None or phases.is_terminal(phase):
-                    await asyncio.sleep(POLL)
+                if phase is None or phases.is_terminal(phase) or phase in phases.CUTOVER:
+                    await asyncio.sleep(POLL)     # the cutover has its own driver (ensure_cutover)
                     continue
-                if phase != phases.FIXUP:   # the fix-up needs the replica, not the guest
-                    await asyncio.wait_for(self.data_ready.wait(), CONTROL_SILENCE)
+                await asyncio.wait_for(self.data_ready.wait(), CONTROL_SILENCE)
                 await self._watch_abort(self._step(m))
         except asyncio.CancelledError:
             raise
@@ -263,18 +264,39 @@ class GuestSession:
         elif phase == phases.FINAL_SYNC:
             self._progress(await self.command("final_sync", sync_id=self._next_sync_id(m, "final"), verify=False))
             self.controller.advance(name, phases.FIXUP)
-        elif phase == phases.FIXUP:
-            await self._close_store()
-            loop = asyncio.get_running_loop()
-            guest = self.controller.guest(name) or {}
-            report = (await loop.run_in_executor(None, self.replica.fixup, name, guest.get("inventory") or {})
-                      if self.fixup else {"skipped": "the receiver runs with --no-fixup"})
-            log.info("guest %s: fix-up %s", name, report.get("skipped") or
-                     f"made {len(report.get('changes', []))} changes, warnings: {report.get('warnings') or 'none'}")
-            await loop.run_in_executor(None, self.replica.finish)
-            self.replica_ready.clear()
-            self.controller.advance(name, phases.COMPLETED)
-            log.info("guest %s: migration completed; replica in %s", name, self.replica_dir)
+            self.ensure_cutover()
+
+    # -- after the final sync ------------------------------------------------------------
+    def ensure_cutover(self) -> None:
+        """Drive the fix-up and cutover phases, unless that is under way already."""
+        if self.cutover_factory is None or (self.cutover_task is not None and not self.cutover_task.done()):
+            return
+        self.cutover_task = asyncio.ensure_future(self._run_cutover())
+
+    async def _run_cutover(self) -> None:
+        try:
+            await self.cutover_factory(self).run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the migration records why it stopped
+            log.exception("guest %s: cutover step failed", self.name)
+            m = self.controller.migration(self.name)
+            if m and not phases.is_terminal(m["phase"]):
+                self.controller.fail(self.name, f"{type(exc).__name__}: {exc}")
+
+    async def fixup(self) -> None:
+        """Fix the replica up (a disk replica, unless disabled), then let go of its disks."""
+        name = self.name
+        await self._close_store()
+        await self._replica_mounted()
+        loop = asyncio.get_running_loop()
+        guest = self.controller.guest(name) or {}
+        report = (await loop.run_in_executor(None, self.replica.fixup, name, guest.get("inventory") or {})
+                  if self.fixup_enabled else {"skipped": "the receiver runs with --no-fixup"})
+        log.info("guest %s: fix-up %s", name, report.get("skipped") or
+                 f"made {len(report.get('changes', []))} changes, warnings: {report.get('warnings') or 'none'}")
+        await loop.run_in_executor(None, self.replica.finish)
+        self.replica_ready.clear()
 
     async def _replica_mounted(self) -> None:
         """Build (once) and mount the replica's disks before anything is written to them."""
@@ -299,8 +321,9 @@ class GuestSession:
 
     async def shutdown(self) -> None:
         """The receiver stops: let go of the replica (a disk replica is unmounted)."""
-        if self.driver is not None:
-            self.driver.cancel()
+        for task in (self.driver, self.cutover_task):
+            if task is not None:
+                task.cancel()
         await self._close_store()
         if self.replica_ready.is_set():
             self.replica_ready.clear()

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import logging
 import os
+import subprocess
 import time
 from typing import Optional
 
@@ -39,6 +40,10 @@ class AgentOptions:
     state: str
     retry_min: float = 0.5
     retry_max: float = 30.0
+    # How the receiver's power_off command (after the final sync) powers the guest off: a shell
+    # command, or None to stop only this sentinel (a root other than "/" is not this machine).
+    power_off_command: Optional[str] = None
+    power_off_delay: float = 1.0    # seconds between answering and acting, so the answer gets out
 
 
 class Agent:
@@ -189,7 +194,25 @@ class Agent:
         if cmd.action == "final_sync":
             await self._stop_continuous()
             return await r.final_sync(self.link, int(args["sync_id"]), bool(args.get("verify", False)))
+        if cmd.action == "power_off":
+            return self._schedule_power_off()
         raise OSError(f"unknown command {cmd.action!r}")
+
+    def _schedule_power_off(self) -> dict:
+        """The switchover's source power-off: answer first, then act. The receiver knows the
+        guest is off when its links go quiet and stay so."""
+        command = self.opts.power_off_command
+        loop = asyncio.get_running_loop()
+        if command:
+            log.warning("powering this machine off for the switchover: %s", command)
+            loop.call_later(self.opts.power_off_delay, lambda: subprocess.Popen(
+                command, shell=True, start_new_session=True, stdin=subprocess.DEVNULL))
+            return {"power_off": command}
+        log.warning("switchover: the replicated root is not this machine; stopping the sentinel instead")
+        task = asyncio.current_task()
+        main = getattr(self, "main_task", None)
+        loop.call_later(self.opts.power_off_delay, lambda: (main or task).cancel())
+        return {"power_off": "sentinel stopped"}
 
     async def _start_continuous(self, sync_id: int) -> dict:
         await self._stop_continuous()

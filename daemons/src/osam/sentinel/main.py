@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 
@@ -23,6 +24,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="the sentinel's own state: what the replica acknowledged (default %(default)s)")
     p.add_argument("--etc", default=DEFAULT_ETC, metavar="DIR",
                    help="holds excluded_paths and etc/sync.params (default %(default)s)")
+    p.add_argument("--power-off-command", metavar="CMD",
+                   help="how the switchover powers this machine off after the final sync (default: "
+                        "systemctl poweroff with --root /; with another root only the sentinel stops)")
     p.add_argument("--retry-min", type=float, default=0.5, help=argparse.SUPPRESS)
     p.add_argument("--retry-max", type=float, default=30.0, help=argparse.SUPPRESS)
     p.add_argument("--log-level", default="INFO")
@@ -39,13 +43,17 @@ def main(argv=None) -> int:
         print(f"osam-sentinel: {exc}", file=sys.stderr)
         return 2
     host, port = args.gateway
-    opts = AgentOptions(host, port, args.pki, args.name, args.root, args.state, args.retry_min, args.retry_max)
+    power_off = args.power_off_command
+    if power_off is None and os.path.realpath(args.root) == "/":
+        power_off = "systemctl poweroff"
+    opts = AgentOptions(host, port, args.pki, args.name, args.root, args.state, args.retry_min, args.retry_max,
+                        power_off_command=power_off or None)
     return asyncio.run(_run(opts, config))
 
 
 async def _run(opts: AgentOptions, config) -> int:
     agent = Agent(opts, config)
-    task = asyncio.ensure_future(agent.run())
+    task = agent.main_task = asyncio.ensure_future(agent.run())
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, task.cancel)

@@ -19,9 +19,12 @@ import time
 from ansible_collections.vmware.osam.plugins.module_utils.api import guest_path
 
 # In lifecycle order; "failed" ends a migration from any phase and is outside the order.
-PHASES = ('registered', 'full_sync', 'continuous_sync', 'quiesce', 'final_sync', 'fixup', 'completed')
+PHASES = ('registered', 'full_sync', 'continuous_sync', 'quiesce', 'final_sync', 'fixup', 'replica_vm',
+          'tools', 'replica_on', 'source_off', 'network', 'completed')
 COMPLETED = 'completed'
 FAILED = 'failed'
+# The cutover stopped half-way: the reason says what the operator must do. Outside the order too.
+NEEDS_OPERATOR = 'needs_operator'
 # Phases in which the switchover can still be requested, rescheduled or cancelled.
 BEFORE_SWITCHOVER = ('registered', 'full_sync', 'continuous_sync')
 
@@ -120,9 +123,10 @@ def wait_for_phase(client, guest, wanted, timeout, interval, clock=None, sleep=N
     while True:
         migration = client.get(migration_path(guest))
         phase = migration.get('phase')
-        if phase == FAILED and wanted != FAILED:
-            raise WaitFailed('the migration of %s failed while waiting for %s: %s'
-                             % (guest, wanted, migration.get('reason') or 'no reason given'), migration)
+        if phase in (FAILED, NEEDS_OPERATOR) and wanted != phase:
+            raise WaitFailed('the migration of %s %s while waiting for %s: %s'
+                             % (guest, 'failed' if phase == FAILED else 'needs the operator', wanted,
+                                migration.get('reason') or 'no reason given'), migration)
         if phase == wanted or phase_reached(phase, wanted):
             return migration
         remaining = deadline - clock()

@@ -15,7 +15,9 @@ description:
   - Makes sure a registered guest is being migrated (O(state=present)) or is not
     (O(state=absent)), through the receiver's REST API.
   - A migration runs C(registered), C(full_sync), C(continuous_sync), then at the switchover
-    C(quiesce), C(final_sync), C(fixup) and C(completed); any phase may end in C(failed) with a reason.
+    C(quiesce), C(final_sync), C(fixup), then the cutover C(replica_vm), C(tools), C(replica_on),
+    C(source_off), C(network) and C(completed); any phase may end in C(failed) with a reason, and a
+    cutover that stops half-way ends in C(needs_operator) with what the operator must do.
   - With O(state=present), when the guest has no migration yet, or its latest one C(failed)
     (aborted, or failed for a reason since dealt with), a new migration starts.
   - With O(state=present), an active migration with the same switchover is left as it is.
@@ -23,10 +25,12 @@ description:
     is changed in place - O(switchover=manual) cancels a schedule or immediate mode,
     O(switchover=scheduled) schedules or reschedules, O(switchover=immediate) requests the
     switchover now. The migration and its replica carry on.
-  - With O(state=present), a migration whose switchover has begun (C(quiesce), C(final_sync), C(fixup))
+  - With O(state=present), a migration whose switchover has begun (C(quiesce) and later)
     is left as it is, with a warning if its switchover differs; it can no longer be changed.
   - With O(state=present), a C(completed) migration counts as present, so running the same
     play again never migrates a guest twice. O(restart_completed=true) starts a new one.
+  - With O(state=present), a migration in C(needs_operator) is left as it is, with a warning
+    that carries the operator's instructions (the replica may be running beside the source).
   - With O(state=absent), an active migration is aborted (it ends C(failed) with the reason
     C(aborted by operator)); otherwise nothing changes.
 version_added: 0.1.0
@@ -80,7 +84,8 @@ options:
         O(switchover=immediate) or V(scheduled), or a switchover requested elsewhere.
       - Only with O(state=present). Not done in check mode.
     type: str
-    choices: [registered, full_sync, continuous_sync, quiesce, final_sync, fixup, completed]
+    choices: [registered, full_sync, continuous_sync, quiesce, final_sync, fixup, replica_vm, tools,
+              replica_on, source_off, network, completed]
   wait_timeout:
     description:
       - Seconds to wait for O(wait).
@@ -168,7 +173,9 @@ migration:
       type: str
       sample: web01
     phase:
-      description: registered, full_sync, continuous_sync, quiesce, final_sync, fixup, completed or failed.
+      description:
+        - registered, full_sync, continuous_sync, quiesce, final_sync, fixup, replica_vm, tools,
+          replica_on, source_off, network, completed, needs_operator or failed.
       type: str
       sample: continuous_sync
     active:
@@ -251,7 +258,7 @@ import time
 from ansible_collections.vmware.osam.plugins.module_utils.api import ApiError, guest_path
 from ansible_collections.vmware.osam.plugins.module_utils.base import OsamApiModule
 from ansible_collections.vmware.osam.plugins.module_utils.lifecycle import (
-    API_MODE, BEFORE_SWITCHOVER, COMPLETED, FAILED, PHASES, WaitFailed, api_time, migration_path, parse_time,
+    API_MODE, BEFORE_SWITCHOVER, COMPLETED, FAILED, NEEDS_OPERATOR, PHASES, WaitFailed, api_time, migration_path, parse_time,
     same_time, switchover_settings, wait_for_phase, with_percent)
 
 
@@ -289,6 +296,10 @@ def plan(module, current, mode, when):
         return 'started', None
     if current['phase'] == COMPLETED:
         return ('started' if module.params['restart_completed'] else 'none'), None
+    if current['phase'] == NEEDS_OPERATOR:
+        # The replica may be running beside the source: nothing starts until an operator acted.
+        return 'none', ('the migration of %s needs the operator: %s'
+                        % (current['guest'], current.get('reason') or 'no reason given'))
     if switchover_matches(current, mode, when):
         return 'none', None
     if current['phase'] not in BEFORE_SWITCHOVER:

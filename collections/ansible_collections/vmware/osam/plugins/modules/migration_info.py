@@ -69,7 +69,9 @@ migrations:
       type: str
       sample: web01
     phase:
-      description: registered, full_sync, continuous_sync, quiesce, final_sync, fixup, completed or failed.
+      description:
+        - registered, full_sync, continuous_sync, quiesce, final_sync, fixup, replica_vm, tools,
+          replica_on, source_off, network, completed, needs_operator or failed.
       type: str
       sample: continuous_sync
     active:

@@ -15,11 +15,11 @@ description:
   - The switchover ends a migration - the guest is quiesced, a final sync carries the last
     changes and the replica takes over. It begins from C(continuous_sync).
   - V(started) asks for the switchover as soon as continuous sync allows. Nothing changes if it
-    was already asked for, or has begun (C(quiesce), C(final_sync), C(fixup)) or is done (C(completed)).
+    was already asked for, or has begun (C(quiesce) and later) or is done (C(completed)).
   - V(scheduled) (re)schedules it at O(switchover_at); nothing changes if it is scheduled then already.
   - V(cancelled) takes back a request or a schedule, so the migration waits for an operator
     again; nothing changes if it already does.
-  - A guest without a migration, a C(failed) migration, and a change that comes too late (once
+  - A guest without a migration, a C(failed) or C(needs_operator) migration, and a change that comes too late (once
     the switchover has begun) fail the task with the receiver's reason.
 version_added: 0.1.0
 author:
@@ -110,7 +110,9 @@ migration:
   type: dict
   contains:
     phase:
-      description: registered, full_sync, continuous_sync, quiesce, final_sync, fixup, completed or failed.
+      description:
+        - registered, full_sync, continuous_sync, quiesce, final_sync, fixup, replica_vm, tools,
+          replica_on, source_off, network, completed, needs_operator or failed.
       type: str
       sample: completed
     switchover:
@@ -145,7 +147,7 @@ import time
 from ansible_collections.vmware.osam.plugins.module_utils.api import ApiError
 from ansible_collections.vmware.osam.plugins.module_utils.base import OsamApiModule
 from ansible_collections.vmware.osam.plugins.module_utils.lifecycle import (
-    BEFORE_SWITCHOVER, COMPLETED, FAILED, WaitFailed, api_time, migration_path, parse_time, same_time,
+    BEFORE_SWITCHOVER, COMPLETED, FAILED, NEEDS_OPERATOR, WaitFailed, api_time, migration_path, parse_time, same_time,
     switchover_settings, wait_for_phase, with_percent)
 
 
@@ -167,8 +169,9 @@ def wanted_time(module):
 def plan(migration, state, when):
     """The operation for the wanted state, or ValueError saying why it cannot be had."""
     guest, phase = migration['guest'], migration['phase']
-    if phase == FAILED:
-        raise ValueError('the migration of %s failed: %s' % (guest, migration.get('reason') or 'no reason given'))
+    if phase in (FAILED, NEEDS_OPERATOR):
+        what = 'failed' if phase == FAILED else 'needs the operator'
+        raise ValueError('the migration of %s %s: %s' % (guest, what, migration.get('reason') or 'no reason given'))
     begun = phase not in BEFORE_SWITCHOVER
     if state == 'started':
         return 'none' if begun or migration.get('switchover_requested') else 'requested'

@@ -61,7 +61,7 @@ class FakeReceiver(object):
         if guest not in self.guests:
             self.add_guest(guest)
         migration = dict(
-            id=self.next_id, guest=guest, phase=phase, active=phase not in ('completed', 'failed'),
+            id=self.next_id, guest=guest, phase=phase, active=phase not in ('completed', 'needs_operator', 'failed'),
             phase_since=TIME, switchover=switchover, switchover_at=at, switchover_requested=requested,
             switchover_due=False, reason=reason, bytes_done=300, bytes_total=1200, files_done=3,
             files_total=12, rate=100.0, eta=9.0, last_sync_at=None, lag=0.5, lag_at_switchover=None,
@@ -76,7 +76,7 @@ class FakeReceiver(object):
     def advance(self, guest, phase, reason=None):
         migration = self.migrations[guest]
         migration['history'].append({'from': migration['phase'], 'to': phase, 'at': TIME, 'reason': reason})
-        migration.update(phase=phase, active=phase not in ('completed', 'failed'), reason=reason)
+        migration.update(phase=phase, active=phase not in ('completed', 'needs_operator', 'failed'), reason=reason)
 
     def changes(self):
         """The requests that were not GETs."""

@@ -219,3 +219,11 @@ def test_without_url_or_token_the_task_says_which_is_missing(receiver, monkeypat
     monkeypatch.delenv('OSAM_TOKEN', raising=False)
     result = fail({}, guest='web01')
     assert result['msg'] == 'missing required arguments: api_token, api_url'
+
+
+def test_a_migration_needing_the_operator_is_left_alone_with_the_instructions(receiver, conn):
+    receiver.add_migration('web01', 'needs_operator', reason='power off the source, then power on the replica')
+    result = run(conn, guest='web01', switchover='immediate')
+    assert not result['changed'] and result['operation'] == 'none' and receiver.changes() == []
+    assert result['warnings'] == ['the migration of web01 needs the operator: '
+                                  'power off the source, then power on the replica']

@@ -117,3 +117,10 @@ def test_wait_fails_when_the_final_sync_fails(receiver, conn):
 def test_wrong_arguments_are_refused_before_any_request(receiver, conn, args, message):
     assert message in fail(conn, guest='web01', **args)['msg']
     assert receiver.requests == []
+
+
+def test_a_migration_needing_the_operator_fails_with_the_instructions(receiver, conn):
+    receiver.add_migration('web01', 'needs_operator', reason='power off the source, then power on the replica')
+    assert fail(conn, guest='web01')['msg'] == ('the migration of web01 needs the operator: '
+                                                'power off the source, then power on the replica')
+    assert receiver.changes() == []
