@@ -15,6 +15,11 @@
     A ``tests.e2e.site.Site`` (fresh PKI, nothing started) whose daemons are stopped
     afterwards; the test fails if the receiver left a replica's loop devices attached.
 
+``source_disk``
+    ``(root, loop)``: a 1 GiB GPT disk on a loop device (ext4 root labelled guestroot, xfs
+    ``/srv``, swap) mounted at ``root`` like a machine's disks, for the sentinel's ``--root``;
+    unmounted and detached afterwards.
+
 ``boot_guest``
     ``boot_guest(image_paths, hardware="vsphere"|"kvm", timeout=600, mac=None)`` runs
     ``tests.e2e.qemu_boot.boot`` with the console log in the test's ``tmp_path``, prints the
@@ -139,3 +144,36 @@ def site(disk_tmp_path):
         attached = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout.splitlines()
         leftover = [line for line in attached if str(s.data) in line]
         assert not leftover, f"the receiver left loop devices attached: {leftover}"
+
+
+@pytest.fixture
+def source_disk(disk_tmp_path):
+    """A 1 GiB GPT disk: ext4 root, xfs /srv, swap; mounted at guest/ like a machine's disks."""
+    image, mnt = disk_tmp_path / "source.img", disk_tmp_path / "guest"
+    with open(image, "wb") as f:
+        f.truncate(1024 * (1 << 20))
+    subprocess.run(["sfdisk", "-q", str(image)], check=True, text=True, input=(
+        "label: gpt\n\nstart=2048, size=450MiB, type=L, name=root\n"
+        "size=320MiB, type=L, name=srv\nsize=64MiB, type=S\n"))
+    loop = _sh("losetup", "--find", "--show", "--partscan", image).strip()
+    mounted = []
+    try:
+        subprocess.run(["partx", "-a", loop], capture_output=True)
+        _sh("mke2fs", "-q", "-t", "ext4", "-L", "guestroot", f"{loop}p1")
+        _sh("mkfs.xfs", "-q", "-L", "srv", f"{loop}p2")
+        _sh("mkswap", "-L", "swap0", f"{loop}p3")
+        mnt.mkdir()
+        _sh("mount", f"{loop}p1", mnt)
+        mounted.append(mnt)
+        (mnt / "srv").mkdir()
+        _sh("mount", f"{loop}p2", mnt / "srv")
+        mounted.append(mnt / "srv")
+        yield mnt, loop
+    finally:
+        for m in reversed(mounted):
+            subprocess.run(["umount", str(m)])
+        subprocess.run(["losetup", "-d", loop])
+
+
+def _sh(*argv) -> str:
+    return subprocess.run([str(a) for a in argv], check=True, capture_output=True, text=True).stdout

@@ -16,41 +16,11 @@ from tests.util.trees import diff_trees, make_rich_tree, mutate_rich_tree
 
 pytestmark = [pytest.mark.need_root, pytest.mark.e2e, pytest.mark.slow]
 
-MiB = 1 << 20
 STAGING = [b".osam-staging", b"srv/.osam-staging"]
 
 
 def sh(*argv) -> str:
     return subprocess.run([str(a) for a in argv], check=True, capture_output=True, text=True).stdout
-
-
-@pytest.fixture
-def source_disk(disk_tmp_path):
-    """A 1 GiB GPT disk: ext4 root, xfs /srv, swap; mounted at guest/ like a machine's disks."""
-    image, mnt = disk_tmp_path / "source.img", disk_tmp_path / "guest"
-    with open(image, "wb") as f:
-        f.truncate(1024 * MiB)
-    subprocess.run(["sfdisk", "-q", str(image)], check=True, text=True, input=(
-        "label: gpt\n\nstart=2048, size=450MiB, type=L, name=root\n"
-        "size=320MiB, type=L, name=srv\nsize=64MiB, type=S\n"))
-    loop = sh("losetup", "--find", "--show", "--partscan", image).strip()
-    mounted = []
-    try:
-        subprocess.run(["partx", "-a", loop], capture_output=True)
-        sh("mke2fs", "-q", "-t", "ext4", "-L", "guestroot", f"{loop}p1")
-        sh("mkfs.xfs", "-q", "-L", "srv", f"{loop}p2")
-        sh("mkswap", "-L", "swap0", f"{loop}p3")
-        mnt.mkdir()
-        sh("mount", f"{loop}p1", mnt)
-        mounted.append(mnt)
-        (mnt / "srv").mkdir()
-        sh("mount", f"{loop}p2", mnt / "srv")
-        mounted.append(mnt / "srv")
-        yield mnt, loop
-    finally:
-        for m in reversed(mounted):
-            subprocess.run(["umount", str(m)])
-        subprocess.run(["losetup", "-d", loop])
 
 
 def replica_matches(src, replica, ignore):

@@ -61,6 +61,10 @@ class Destination(abc.ABC):
         receiver's own replica directory (the destination then takes them from there)."""
         return None
 
+    def image_path(self, spec: VmSpec, index: int) -> Optional[str]:
+        """The receiver path of disk `index`'s image, or None for the receiver's default."""
+        return None
+
     @abc.abstractmethod
     def validate(self, spec: VmSpec) -> List[str]:
         """Problems that would stop the VM from being made; nothing is created."""

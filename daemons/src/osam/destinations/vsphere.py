@@ -89,6 +89,10 @@ class VsphereDestination(Destination):
     def image_dir(self, spec: VmSpec) -> str:
         return os.path.join(self.config.datastore_path, self.file_base(spec))
 
+    def image_path(self, spec: VmSpec, index: int) -> str:
+        """The replica's images are the VM's flat extents, written in place on the datastore."""
+        return self.flat_path(spec, index)
+
     def flat_path(self, spec: VmSpec, index: int) -> str:
         """Where the receiver writes disk `index`'s raw image."""
         return os.path.join(self.image_dir(spec), flat_name(self.file_base(spec), index))

@@ -100,6 +100,7 @@ class Cutover:
             await call(None, self.destination.set_nics_connected, await self._the_vm(m), True)
             self.controller.advance(name, phases.COMPLETED)
             log.info("guest %s: migration completed; the replica has taken over", name)
+            await call(None, self.destination.close)
 
     def _spec(self, m: dict) -> VmSpec:
         guest = self.controller.guest(self.name) or {}

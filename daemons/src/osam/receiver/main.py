@@ -35,10 +35,11 @@ FORWARD_TIMEOUT = 15.0
 class Receiver:
     def __init__(self, data_dir: str, pki_dir: str, replica_format: str = DISK, fixup: bool = True,
                  package_cache: Optional[str] = None, *, boot_replicas: bool = False,
-                 source_off_timeout: float = 300.0):
+                 source_off_timeout: float = 300.0, vsphere_config=None):
         self.data_dir = data_dir
         self.boot_replicas = boot_replicas
         self.source_off_timeout = source_off_timeout
+        self.vsphere_config = vsphere_config
         self.package_cache = package_cache or os.path.join(data_dir, "packages")
         self.replica_format = replica_format
         self.fixup = fixup
@@ -51,16 +52,22 @@ class Receiver:
     def session(self, name: str) -> GuestSession:
         if name not in self.sessions:
             self.sessions[name] = GuestSession(name, self.data_dir, self.controller, self.replica_format, self.fixup,
-                                               self.package_cache, self.cutover)
+                                               self.package_cache, self.cutover, self.destination_for)
         return self.sessions[name]
+
+    def destination_for(self, session: GuestSession):
+        """Where this guest's replica becomes a VM: one destination object per guest (a vCenter
+        session is not shared between the threads the guests' steps run in)."""
+        if session.replica.format == TREE:
+            return NoDestination()
+        if self.vsphere_config is not None:
+            from ..destinations.vsphere import VsphereDestination
+            return VsphereDestination(self.vsphere_config)
+        return LocalDestination(session.replica_dir, boot=self.boot_replicas)
 
     def cutover(self, session: GuestSession) -> Cutover:
         """The driver of a migration's fix-up and cutover, on this receiver's destination."""
-        if session.replica.format == TREE:
-            destination = NoDestination()
-        else:
-            destination = LocalDestination(session.replica_dir, boot=self.boot_replicas)
-        return Cutover(session, destination, self.source_off_timeout)
+        return Cutover(session, session.destination, self.source_off_timeout)
 
     async def handle_gateway(self, conn: Connection) -> None:
         """A forwarded guest connection: the Forward frame names the guest by its certificate."""
@@ -135,6 +142,10 @@ def main(argv=None) -> int:
     p.add_argument("--package-cache", metavar="DIR",
                    help="packages the fix-up installs offline (open-vm-tools with what it needs), in "
                         "DIR/<os id>-<version>/, DIR/<os id>/ or DIR/<family>/ (default DATA/packages)")
+    p.add_argument("--vsphere-config", metavar="FILE",
+                   help="make replicas VMs in vSphere as this file says (JSON: vCenter, placement, "
+                        "datastore and its local path, networks; see the daemons' README); default: "
+                        "the local destination")
     p.add_argument("--boot-replicas", action="store_true",
                    help="local destination: power on means booting the replica with qemu on pvscsi and "
                         "vmxnet3 (DATA/replicas/NAME/boot.sh); otherwise it is only recorded")
@@ -143,12 +154,20 @@ def main(argv=None) -> int:
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(argv)
     service.setup_logging("osam-receiver", args.log_level)
+    if args.vsphere_config:
+        from ..destinations.vsphere_config import VsphereConfig, VsphereConfigError
+        try:
+            args.vsphere_config = VsphereConfig.load(args.vsphere_config)
+        except (VsphereConfigError, OSError) as exc:
+            print(f"osam-receiver: {exc}", file=sys.stderr)
+            return 2
     return asyncio.run(_run(args))
 
 
 async def _run(args) -> int:
     receiver = Receiver(args.data, args.pki, args.replica_format, args.fixup, args.package_cache,
-                        boot_replicas=args.boot_replicas, source_off_timeout=args.source_off_timeout)
+                        boot_replicas=args.boot_replicas, source_off_timeout=args.source_off_timeout,
+                        vsphere_config=args.vsphere_config)
     links = await serve(*args.listen, server_context(args.pki, "receiver"), receiver.handle_gateway,
                         allowed_roles=("gateway",), log=log)
     api = await serve(*args.api, server_context(args.pki, "receiver"), receiver.handle_api,

@@ -16,7 +16,7 @@ import os
 from typing import Any, Dict, List, Optional
 
 from ..common.atomic import atomic_write
-from ..storage.replica_disks import ReplicaDisks
+from ..storage.replica_disks import IMAGE_SUFFIX, ReplicaDisks
 from .store import ReplicaStore
 
 log = logging.getLogger("osam.receiver")
@@ -68,21 +68,30 @@ class DiskReplica(TreeReplica):
         self.disks: Optional[ReplicaDisks] = None
 
     def prepare(self, guest: str, inventory: Dict[str, Any]) -> None:
-        """Build the images once (idempotent) and mount them; record the VM they make."""
-        self.disks = ReplicaDisks(self.replica_dir, inventory.get("layout") or {})
+        """Build the images once (idempotent) and mount them, where the VM definition says."""
+        vm = self.vm() if os.path.exists(self.vm_path) else self.save_vm(self.vm_draft(guest, inventory))
+        self.disks = ReplicaDisks(self.replica_dir, inventory.get("layout") or {},
+                                  image_paths={d["name"]: d["image"] for d in vm["disks"]})
         if not self.disks.created():
-            log.info("guest %s: creating its replica disks in %s", guest, self.disks.disks_dir)
+            log.info("guest %s: creating its replica disks: %s", guest, ", ".join(self.disks.images()))
             self.disks.create()
-        self._write_vm(guest, inventory)
         self.disks.mount()
 
     def open_store(self) -> ReplicaStore:
         assert self.disks is not None and self.disks.mounted(), "prepare() first"
         return ReplicaStore(self.replica_dir, mounts=self.disks.mount_points())
 
+    @property
+    def vm_path(self) -> str:
+        return os.path.join(self.replica_dir, VM_FILE)
+
     def vm(self) -> Dict[str, Any]:
-        with open(os.path.join(self.replica_dir, VM_FILE)) as f:
+        with open(self.vm_path) as f:
             return json.load(f)
+
+    def save_vm(self, vm: Dict[str, Any]) -> Dict[str, Any]:
+        atomic_write(self.vm_path, json.dumps(vm, indent=2, sort_keys=True).encode())
+        return vm
 
     def fixup(self, guest: str, inventory: Dict[str, Any]) -> Dict[str, Any]:
         from ..fixup.chroot import ChrootRunner
@@ -106,24 +115,24 @@ class DiskReplica(TreeReplica):
         if self.disks is not None:
             self.disks.unmount()
 
-    def _write_vm(self, guest: str, inventory: Dict[str, Any]) -> None:
-        """The destination VM this replica makes (the local destination's definition)."""
-        path = os.path.join(self.replica_dir, VM_FILE)
-        if os.path.exists(path):
-            return      # its MACs must not change once a fix-up may have used them
+    def vm_draft(self, guest: str, inventory: Dict[str, Any]) -> Dict[str, Any]:
+        """The VM this replica makes: the saved definition once there is one (its MACs and image
+        places must not change once used), else a new one with the images in disks/."""
+        if os.path.exists(self.vm_path):
+            return self.vm()
         layout = inventory.get("layout") or {}
-        vm = {
+        return {
             "name": str(inventory.get("hostname") or guest).split(".")[0],
             "cpus": (inventory.get("cpus") or {}).get("count") or 1,
             "memory": inventory.get("memory") or 1 << 30,
             "firmware": (layout.get("boot") or {}).get("mode") or "bios",
             "storage": "pvscsi",
-            "disks": [{"name": d["name"], "image": self.disks.image_path(d["name"]), "size": d["size"]}
+            "disks": [{"name": d["name"], "size": d["size"],
+                       "image": os.path.join(self.replica_dir, "disks", d["name"] + IMAGE_SUFFIX)}
                       for d in layout.get("disks") or []],
             "nics": [{"mac": vmware_mac(guest, i), "model": "vmxnet3", "source_name": n.get("name"),
                       "source_mac": n.get("mac")} for i, n in enumerate(hardware_nics(inventory))],
         }
-        atomic_write(path, json.dumps(vm, indent=2, sort_keys=True).encode())
 
 
 def make_replica(replica_format: str, replica_dir: str, package_cache: Optional[str] = None) -> TreeReplica:

@@ -28,7 +28,7 @@ HEARTBEAT_EVERY = 10.0     # so a sentinel can tell a silent receiver from a dea
 
 class GuestSession:
     def __init__(self, name: str, data_dir: str, controller, replica_format: str = TREE, fixup: bool = True,
-                 package_cache: Optional[str] = None, cutover_factory=None):
+                 package_cache: Optional[str] = None, cutover_factory=None, destination_factory=None):
         self.name = name
         self.controller = controller
         self.replica_dir = os.path.join(data_dir, "replicas", name)
@@ -37,6 +37,8 @@ class GuestSession:
         self.fixup_enabled = fixup
         self.cutover_factory = cutover_factory      # session -> Cutover (osam.receiver.cutover)
         self.cutover_task: Optional[asyncio.Task] = None
+        self.destination_factory = destination_factory  # session -> Destination
+        self._destination = None
         self.replica_ready = asyncio.Event()    # its disks are built and mounted (or it is a tree)
         if self.replica.format == TREE:
             self.replica_ready.set()            # a directory is ready as it is
@@ -240,6 +242,8 @@ class GuestSession:
 
     async def _step(self, m: dict) -> None:
         phase, name = m["phase"], self.name
+        if phase == phases.REGISTERED:
+            await self._placed(m)
         await self._replica_mounted()
         if phase == phases.REGISTERED:
             self.controller.advance(name, phases.FULL_SYNC)
@@ -297,6 +301,31 @@ class GuestSession:
                  f"made {len(report.get('changes', []))} changes, warnings: {report.get('warnings') or 'none'}")
         await loop.run_in_executor(None, self.replica.finish)
         self.replica_ready.clear()
+
+    @property
+    def destination(self):
+        if self._destination is None and self.destination_factory is not None:
+            self._destination = self.destination_factory(self)
+        return self._destination
+
+    async def _placed(self, m: dict) -> None:
+        """Before anything is made: the destination accepts the VM this replica will be, and
+        says where its images go (a datastore); the VM definition is saved with them."""
+        if self.replica.format == TREE or self.destination is None:
+            return
+        from .cutover import vm_spec
+
+        def place() -> None:
+            inventory = (self.controller.guest(self.name) or {}).get("inventory") or {}
+            vm = self.replica.vm_draft(self.name, inventory)
+            spec = vm_spec(m, vm, inventory)
+            for i, disk in enumerate(vm["disks"]):
+                disk["image"] = self.destination.image_path(spec, i) or disk["image"]
+            problems = self.destination.validate(vm_spec(m, vm, inventory))
+            if problems:
+                raise RuntimeError("the destination cannot take this guest: " + "; ".join(problems))
+            self.replica.save_vm(vm)
+        await asyncio.get_running_loop().run_in_executor(None, place)
 
     async def _replica_mounted(self) -> None:
         """Build (once) and mount the replica's disks before anything is written to them."""

@@ -37,8 +37,9 @@ def layout_digest(layout: Dict[str, Any]) -> str:
 
 
 class ReplicaDisks:
-    def __init__(self, replica_dir: str, layout: Dict[str, Any]):
+    def __init__(self, replica_dir: str, layout: Dict[str, Any], image_paths: Optional[Dict[str, str]] = None):
         self.replica_dir = os.path.abspath(replica_dir)
+        self._image_paths = dict(image_paths or {})   # disk name -> image file elsewhere (a datastore)
         self.layout = layout or {}
         self.disks_dir = os.path.join(self.replica_dir, "disks")
         self.root = os.path.join(self.replica_dir, "root")
@@ -71,7 +72,7 @@ class ReplicaDisks:
 
     # -- building -------------------------------------------------------------------------
     def image_path(self, name: str) -> str:
-        return os.path.join(self.disks_dir, name + IMAGE_SUFFIX)
+        return self._image_paths.get(name) or os.path.join(self.disks_dir, name + IMAGE_SUFFIX)
 
     def images(self) -> List[str]:
         return [self.image_path(name) for name in self._disks]
@@ -90,6 +91,7 @@ class ReplicaDisks:
         os.makedirs(self.disks_dir, mode=0o700, exist_ok=True)
         for name, disk in self._disks.items():
             image = self.image_path(name)
+            os.makedirs(os.path.dirname(image), exist_ok=True)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(image)
             with open(image, "xb") as f:       # sparse: no block is allocated until written
