@@ -8,7 +8,7 @@ import os
 from osam.sentinel import inventory as inventory_module
 from osam.sentinel.inventory import collect_inventory, parse_os_release
 
-KEYS = {"hostname", "os", "kernel", "cpus", "memory", "disks", "mounts", "nics", "boot",
+KEYS = {"hostname", "os", "kernel", "cpus", "memory", "disks", "mounts", "nics", "boot", "system_uuid",
         "layout", "collected_at", "errors"}
 
 

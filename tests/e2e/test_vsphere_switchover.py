@@ -121,3 +121,35 @@ def test_a_destination_that_cannot_take_the_guest_fails_it_before_anything_is_ma
     assert sim.password not in m["reason"] and sim.password not in site.dump_logs()
     assert [h["to"] for h in m["history"]] == ["registered", "failed"]
     assert not (site.data / "replicas" / "refused" / "disks").exists(), "nothing made"
+
+
+def test_a_source_that_is_a_vsphere_vm_is_powered_off_through_its_vcenter(site, source_disk, new_vcsim, disk_tmp_path):
+    """The source is the simulator's VM DC0_H0_VM0 (found by the guest's host name), the
+    destination datacenter DC1 of the same simulator."""
+    src, _ = source_disk
+    (src / "etc").mkdir()
+    (src / "etc" / "hostname").write_text("DC0_H0_VM0\n")
+    sim = new_vcsim(dc=2)
+    si = sim.connect()
+    dc1 = si.RetrieveContent().searchIndex.FindByInventoryPath("DC1")
+    (source_vm,) = vms_named(si, "DC0_H0_VM0")
+    assert source_vm.runtime.powerState == "poweredOn"
+    connection = {"url": f"https://{sim.host}:{sim.port}", "user": sim.user, "password": sim.password,
+                  "insecure": True}
+    config = disk_tmp_path / "vsphere.json"
+    config.write_text(json.dumps(dict(connection, datacenter="DC1", cluster="DC1_C0", datastore=DATASTORE,
+                                      datastore_path=next(ds for ds in dc1.datastore).info.url,
+                                      networks={"*": PORT_GROUP}, source=dict(connection, datacenter="DC0"))))
+    site.start_receiver(replica_format="disk", extra=["--no-fixup", "--vsphere-config", config,
+                                                      "--source-off-timeout", "60"])
+    site.start_gateway()
+    site.start_sentinel("vm0", src)
+    wait_for(lambda: site.guest("vm0"), 30, "the guest to register")
+    assert site.osamctl("migrate", "vm0", "--switchover", "immediate").returncode == 0
+    done = site.wait_phase("vm0", "completed", 240)
+    assert [h["to"] for h in done["history"]][-7:] == CUTOVER
+    assert source_vm.runtime.powerState == "poweredOff"
+    replicas = [vm for vm in vms_named(si, "DC0_H0_VM0") if vm != source_vm]
+    assert len(replicas) == 1 and replicas[0].runtime.powerState == "poweredOn"
+    assert site.sentinels["vm0"].running, "the vCenter powered the source off, not its sentinel"
+    assert "source VM 'DC0_H0_VM0'" in site.receiver.log()

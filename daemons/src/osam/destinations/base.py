@@ -94,6 +94,12 @@ class Destination(abc.ABC):
         was done (a Linux replica already has open-vm-tools from the fix-up)."""
         return "nothing to do: the fix-up installed the guest tools"
 
+    def source_control(self):
+        """For sources that are themselves VMs of a vCenter this destination knows: an object
+        with find_by_name_or_uuid, shutdown_guest(vm, timeout, force), power_state and close;
+        None to power sources off through their sentinels."""
+        return None
+
     def close(self) -> None:
         pass
 

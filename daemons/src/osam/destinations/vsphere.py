@@ -316,6 +316,9 @@ class VsphereDestination(Destination):
         return (f"VMware Tools installer mounted in the CD-ROM drive of VM {vm.name!r}: run its setup in the "
                 "guest (Windows starts it by autorun when allowed)")
 
+    def source_control(self):
+        return VsphereSource(self.config) if self.config.source is not None else None
+
     def close(self) -> None:
         self.session.close()
 

@@ -119,6 +119,38 @@ class Cutover:
 
     # -- the source -------------------------------------------------------------------------
     async def power_off_source(self) -> bool:
+        """Power the source off: through the source site's vCenter when it is a VM there,
+        else through its sentinel."""
+        source = self.destination.source_control()
+        if source is not None:
+            try:
+                return await asyncio.get_running_loop().run_in_executor(None, self._power_off_vm, source)
+            except LookupError as exc:
+                log.warning("guest %s: %s; asking its sentinel instead", self.name, exc)
+            finally:
+                source.close()
+        return await self._power_off_through_sentinel()
+
+    def _power_off_vm(self, source) -> bool:
+        inventory = (self.controller.guest(self.name) or {}).get("inventory") or {}
+        keys = [k for k in (inventory.get("system_uuid"), str(inventory.get("hostname") or "").split(".")[0]) if k]
+        vm = None
+        for key in keys:
+            try:
+                vm = source.find_by_name_or_uuid(key)
+                break
+            except Exception as exc:  # noqa: BLE001 - the next key, then the sentinel
+                log.info("guest %s: source VM %r: %s", self.name, key, exc)
+        if vm is None:
+            raise LookupError(f"no VM of the source vCenter is this guest (looked for {', '.join(keys)})")
+        try:
+            # The guest is quiesced and final-synced: a guest that does not shut down in time is powered off.
+            log.info("guest %s: %s", self.name, source.shutdown_guest(vm, self.source_off_timeout, force=True))
+        except Exception as exc:  # noqa: BLE001 - judged by the power state below
+            log.error("guest %s: the source vCenter could not power the source off: %s", self.name, exc)
+        return source.power_state(vm) == "off"
+
+    async def _power_off_through_sentinel(self) -> bool:
         """Ask the sentinel to power its machine off; True once its links have stayed down
         SOURCE_QUIET seconds after it said yes. A guest that never answers is not off."""
         deadline = self.clock() + self.source_off_timeout

@@ -44,6 +44,7 @@ def collect_inventory(root: str = "/") -> Dict[str, Any]:
         "mounts": probe("mounts", read_mounts, []),
         "nics": probe("nics", read_nics, []),
         "boot": probe("boot", read_boot_mode, ""),
+        "system_uuid": probe("system_uuid", read_system_uuid, ""),
         "layout": probe("layout", lambda: collect_layout(root), {}),
         "collected_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
     }
@@ -97,6 +98,16 @@ def read_hostname(root: str = "/") -> str:
         except OSError:
             pass
     return socket.gethostname()
+
+
+def read_system_uuid() -> str:
+    """The machine's SMBIOS UUID (a vSphere VM's BIOS UUID): how a source vCenter finds it.
+    Readable by root only; empty where the firmware has none."""
+    try:
+        with open("/sys/class/dmi/id/product_uuid", encoding="ascii") as f:
+            return f.read().strip().lower()
+    except FileNotFoundError:
+        return ""
 
 
 def read_kernel() -> Dict[str, str]:
