@@ -619,3 +619,18 @@ def test_source_power_off(new_vcsim, tmp_path):
 def test_source_section_required(tmp_path):
     with pytest.raises(DestinationError, match="no 'source' section"):
         VsphereSource(VsphereConfig.from_dict(VALID))
+
+
+def test_install_tools_windows_mounts_the_installer_where_offered(site, monkeypatch):
+    """The simulator has no MountToolsInstaller: that one call is faked (recorded), the rest is real."""
+    sim, _, dest, _, _, _, _ = site
+    spec = vm_spec(name="win02", migration_id="mig-win2", disks=(MIB,), firmware="bios",
+                   os_info={"id": "windows", "version_id": "2019"}, nics=[])
+    write_images(dest, spec)
+    ref = dest.ensure_vm(spec)
+    mounted = []
+    monkeypatch.setattr(vim.VirtualMachine, "MountToolsInstaller", lambda self: mounted.append(self._moId),
+                        raising=False)
+    message = dest.install_tools(ref)
+    assert mounted == [ref.id]
+    assert message.startswith("VMware Tools installer mounted in the CD-ROM drive of VM 'win02'")
