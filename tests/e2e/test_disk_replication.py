@@ -112,3 +112,22 @@ def test_a_source_that_does_not_power_off_leaves_the_replica_off_and_asks_the_op
     assert site.sentinels["stubborn"].running
     out = site.osamctl("status", "stubborn")
     assert "needs_operator" in out.stdout, out
+
+
+def test_a_receiver_killed_during_the_cutover_carries_on_where_it_stopped(site, source_disk):
+    src, _ = source_disk
+    extra = ["--no-fixup", "--source-off-timeout", "15"]
+    site.start_receiver(replica_format="disk", extra=extra)
+    site.start_gateway()
+    site.start_sentinel("resumed", src, extra=["--power-off-command", "true"])
+    wait_for(lambda: site.guest("resumed"), 30, "the guest to register")
+    assert site.osamctl("migrate", "resumed", "--switchover", "immediate").returncode == 0
+    site.wait_phase("resumed", "source_off", 180)
+    site.receiver.kill()
+    site.start_receiver(replica_format="disk", extra=extra)
+    m = site.wait_phase("resumed", "needs_operator", 120)
+    phases_seen = [h["to"] for h in m["history"]]
+    assert phases_seen[-4:] == ["tools", "replica_on", "source_off", "needs_operator"]
+    assert phases_seen.count("replica_vm") == 1 and phases_seen.count("source_off") == 1
+    vm_state = json.loads((site.data / "replicas" / "resumed" / "local-vm.json").read_text())
+    assert (vm_state["power"], vm_state["nics_connected"]) == ("off", True)
