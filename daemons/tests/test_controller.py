@@ -1,11 +1,13 @@
 """The migration state table, the durable controller, switchover modes and rate/ETA."""
 import datetime as dt
+import re
 import threading
 
 import pytest
 
 from osam.controller import Conflict, Controller, IllegalTransition, InvalidInput, NotFound
 from osam.controller import phases
+from osam.controller.controller import SWITCHOVER_START_GRACE
 from osam.controller.progress import RateSample, eta_seconds, next_rate
 from osam.controller.timefmt import iso, parse_iso8601
 
@@ -287,6 +289,250 @@ def test_reschedule_and_cancel(ctl):
 def test_switchover_settings_are_validated(ctl, mode, at):
     with pytest.raises(InvalidInput):
         ctl.start_migration("web01", mode, at=at)
+
+
+# -- the scheduled window's end ----------------------------------------------------------------
+
+AT, END = T0 + 100, T0 + 200
+
+
+@pytest.mark.parametrize("now,due", [
+    (AT - 0.001, False),     # before at
+    (AT, True),              # at
+    (AT + 50, True),         # inside
+    (END - 0.001, True),     # the last moment inside
+    (END, False),            # exactly at the window's end: not due any more
+    (END + 3600, False),     # after
+])
+def test_a_scheduled_switchover_is_due_only_inside_its_window(now, due):
+    assert phases.switchover_due(phases.CONTINUOUS_SYNC, phases.AT, False, AT, True, now, END) is due
+    # Whether the first continuous pass is done does not matter to a schedule.
+    assert phases.switchover_due(phases.CONTINUOUS_SYNC, phases.AT, False, AT, False, now, END) is due
+    assert phases.switchover_window_missed(phases.CONTINUOUS_SYNC, phases.AT, False, END, now) is (now >= END)
+
+
+def test_without_a_window_end_a_schedule_stays_due():
+    assert phases.switchover_due(phases.CONTINUOUS_SYNC, phases.AT, False, AT, True, END + 10**6)
+    assert not phases.switchover_due(phases.CONTINUOUS_SYNC, phases.AT, False, AT, True, AT - 1)
+    assert not phases.switchover_window_missed(phases.CONTINUOUS_SYNC, phases.AT, False, None, END + 10**6)
+
+
+def test_an_operators_request_wins_over_a_missed_window():
+    assert phases.switchover_due(phases.CONTINUOUS_SYNC, phases.AT, True, AT, False, END + 1, END)
+    assert not phases.switchover_window_missed(phases.CONTINUOUS_SYNC, phases.AT, True, END, END + 1)
+
+
+@pytest.mark.parametrize("phase", [phases.REGISTERED, phases.FULL_SYNC])
+def test_a_window_closing_before_continuous_sync_is_missed_too(phase):
+    assert not phases.switchover_due(phase, phases.AT, False, AT, True, AT + 1, END)
+    assert phases.switchover_window_missed(phase, phases.AT, False, END, END)
+
+
+@pytest.mark.parametrize("phase", [phases.QUIESCE, phases.FIXUP, phases.COMPLETED, phases.FAILED])
+def test_nothing_is_missed_once_the_switchover_has_begun_or_the_migration_ended(phase):
+    assert not phases.switchover_due(phase, phases.AT, False, AT, True, AT + 1, END)
+    assert not phases.switchover_window_missed(phase, phases.AT, False, END, END + 1)
+
+
+def test_a_window_is_kept_compared_and_shown(ctl):
+    started = ctl.start_migration("web01", "at", at="2030-01-01T02:00:00+01:00",
+                                  window_end="2030-01-01T04:00:00+01:00")
+    assert (started["switchover_at"], started["switchover_window_end"]) == (
+        "2030-01-01T01:00:00.000Z", "2030-01-01T03:00:00.000Z")
+    assert started["switchover_window_missed_at"] is None and started["switchover_note"] is None
+    same, created = ctl.ensure_migration("web01", "at", "2030-01-01T01:00:00Z", "2030-01-01T03:00:00Z")
+    assert not created and same["id"] == started["id"]
+    with pytest.raises(Conflict, match="at 2030-01-01T01:00:00.000Z until 2030-01-01T03:00:00.000Z"):
+        ctl.start_migration("web01", "at", at="2030-01-01T01:00:00Z")  # no end is another schedule
+    with pytest.raises(Conflict):
+        ctl.start_migration("web01", "at", at="2030-01-01T01:00:00Z", window_end="2030-01-01T05:00:00Z")
+
+
+@pytest.mark.parametrize("mode,at,end,message", [
+    ("at", "2030-01-01T02:00:00Z", "2030-01-01T02:00:00Z", "must be after at"),
+    ("at", "2030-01-01T02:00:00Z", "2030-01-01T03:00:00+02:00", "must be after at"),  # 01:00Z
+    ("at", "2030-01-01T02:00:00Z", "2030-01-01T04:00:00", "window_end: time needs a zone"),
+    ("at", "2030-01-01T02:00:00Z", "at four", "window_end: not an ISO 8601 time"),
+    ("at", "2030-01-01T02:00:00Z", "", "window_end: time must be an ISO 8601 string"),
+    ("at", None, "2030-01-01T04:00:00Z", "window_end goes only with a switchover time (at)"),
+    ("manual", None, "2030-01-01T04:00:00Z", "window_end goes only with a switchover time (at)"),
+    ("immediate", None, "2030-01-01T04:00:00Z", "window_end goes only with a switchover time (at)"),
+])
+def test_window_end_is_validated(ctl, mode, at, end, message):
+    with pytest.raises(InvalidInput, match=re.escape(message)):
+        ctl.start_migration("web01", mode, at=at, window_end=end)
+    assert ctl.migration("web01") is None
+    ctl.start_migration("web01")
+    with pytest.raises(InvalidInput, match=re.escape(message)):
+        ctl.request_switchover("web01", at=at, window_end=end)
+    assert ctl.migration("web01")["switchover"] == "manual"
+
+
+def scheduled_in_continuous_sync(ctl, clock, at=AT, end=END):
+    ctl.start_migration("web01", "at", at=at, window_end=end)
+    walk_to_continuous(ctl)
+    clock.tick(1)
+    ctl.update_progress("web01", last_sync_at=clock.now, lag=0.7)  # the first continuous pass
+
+
+def test_the_switchover_starts_inside_the_window(ctl, clock):
+    scheduled_in_continuous_sync(ctl, clock)
+    assert not ctl.switchover_due("web01")
+    with pytest.raises(IllegalTransition):
+        ctl.advance("web01", phases.QUIESCE)
+    clock.now = AT + 30
+    assert ctl.migration("web01")["switchover_due"] is True
+    started = ctl.advance("web01", phases.QUIESCE)
+    assert started["lag_at_switchover"] == 0.7
+    clock.now = END + 60
+    assert ctl.migration("web01")["switchover_note"] is None  # begun in time: nothing missed
+
+
+def test_a_missed_window_waits_for_a_new_time(ctl, clock):
+    scheduled_in_continuous_sync(ctl, clock)
+    clock.now = END
+    missed = ctl.migration("web01")
+    assert missed["phase"] == phases.CONTINUOUS_SYNC and missed["switchover_due"] is False
+    assert missed["switchover_window_missed_at"] == iso(END)
+    assert missed["switchover_note"] == (f"switchover window {iso(AT)} to {iso(END)} missed: "
+                                         "waiting for a new time")
+    assert not ctl.switchover_due("web01", END + 10_000)
+    clock.now = END + 2 * SWITCHOVER_START_GRACE
+    with pytest.raises(IllegalTransition, match="continuous_sync -> quiesce"):
+        ctl.advance("web01", phases.QUIESCE)
+    # A reschedule clears it and starts at its own time.
+    rescheduled = ctl.request_switchover("web01", at=clock.now + 60, window_end=clock.now + 120)
+    assert rescheduled["switchover_note"] is None and rescheduled["switchover_window_missed_at"] is None
+    assert rescheduled["switchover_window_end"] == iso(clock.now + 120)
+    clock.tick(60)
+    assert ctl.advance("web01", phases.QUIESCE)["phase"] == phases.QUIESCE
+
+
+def test_a_reschedule_without_an_end_drops_the_old_window(ctl, clock):
+    scheduled_in_continuous_sync(ctl, clock)
+    clock.now = END + 1
+    rescheduled = ctl.request_switchover("web01", at=END + 10)
+    assert rescheduled["switchover_window_end"] is None and rescheduled["switchover_note"] is None
+    assert ctl.switchover_due("web01", END + 10**6)
+
+
+def test_cancelling_clears_a_missed_window(ctl, clock):
+    scheduled_in_continuous_sync(ctl, clock)
+    clock.now = END + 1
+    assert ctl.migration("web01")["switchover_note"]
+    cancelled = ctl.cancel_switchover("web01")
+    assert (cancelled["switchover"], cancelled["switchover_at"], cancelled["switchover_window_end"],
+            cancelled["switchover_note"]) == ("manual", None, None, None)
+
+
+def test_an_operators_request_after_a_missed_window_switches_over_now(ctl, clock):
+    scheduled_in_continuous_sync(ctl, clock)
+    clock.now = END + 3600
+    requested = ctl.request_switchover("web01")
+    assert requested["switchover_due"] is True and requested["switchover_note"] is None
+    assert requested["switchover_window_end"] is None
+    assert ctl.advance("web01", phases.QUIESCE)["lag_at_switchover"] == 0.7
+
+
+def test_a_window_closing_before_continuous_sync_is_noted_and_waits(ctl, clock):
+    ctl.start_migration("web01", "at", at=AT, window_end=END)
+    ctl.advance("web01", phases.FULL_SYNC)
+    clock.now = END + 1
+    assert ctl.migration("web01")["switchover_note"].endswith("missed: waiting for a new time")
+    ctl.advance("web01", phases.CONTINUOUS_SYNC)
+    ctl.update_progress("web01", last_sync_at=clock.now)
+    assert not ctl.switchover_due("web01")
+    assert ctl.migration("web01")["switchover_note"]
+
+
+def test_a_yes_given_just_before_the_window_closed_still_starts_the_switchover(ctl, clock):
+    """The receiver asks, then moves on; the window may close between the two calls."""
+    scheduled_in_continuous_sync(ctl, clock)
+    clock.now = END - 0.01
+    assert ctl.switchover_due("web01")
+    clock.now = END + 0.01
+    assert ctl.advance("web01", phases.QUIESCE)["phase"] == phases.QUIESCE
+
+
+def test_a_window_end_survives_a_restart(db_path, clock):
+    first = Controller(db_path, clock=clock)
+    first.register_guest("web01", {"os": "debian"}, "0.1.0")
+    first.start_migration("web01", "at", at=AT, window_end=END)
+    walk_to_continuous(first)
+    first.close()
+    second = Controller(db_path, clock=clock)
+    assert second.migration("web01")["switchover_window_end"] == iso(END)
+    assert second.switchover_due("web01", AT + 1) and not second.switchover_due("web01", END)
+    second.close()
+
+
+# The migrations table as receivers before the window end made it (schema version 1), and as
+# the first release made it (no last_error either).
+MIGRATIONS_V1 = """
+CREATE TABLE migrations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, guest TEXT NOT NULL REFERENCES guests(name),
+    phase TEXT NOT NULL, phase_since REAL NOT NULL, switchover TEXT NOT NULL, switchover_at REAL,
+    switchover_requested INTEGER NOT NULL DEFAULT 0, reason TEXT, created REAL NOT NULL,
+    updated REAL NOT NULL, bytes_done INTEGER NOT NULL DEFAULT 0, bytes_total INTEGER,
+    files_done INTEGER NOT NULL DEFAULT 0, files_total INTEGER, rate REAL, eta REAL,
+    sample_bytes INTEGER, sample_at REAL, last_sync_at REAL, lag REAL, lag_at_switchover REAL,
+    last_error TEXT, last_error_at REAL
+);
+CREATE UNIQUE INDEX migrations_one_active_v2
+    ON migrations(guest) WHERE phase NOT IN ('completed', 'needs_operator', 'failed');
+"""
+MIGRATIONS_FIRST = MIGRATIONS_V1.replace(",\n    last_error TEXT, last_error_at REAL", "").replace(
+    "migrations_one_active_v2", "migrations_one_active").replace("'needs_operator', ", "")
+OLD_COMMON = """
+CREATE TABLE guests (
+    name TEXT PRIMARY KEY, inventory TEXT NOT NULL, agent_version TEXT, first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL, connected INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX migrations_by_guest ON migrations(guest, id);
+CREATE TABLE transitions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, migration INTEGER NOT NULL REFERENCES migrations(id),
+    from_phase TEXT, to_phase TEXT NOT NULL, at REAL NOT NULL, reason TEXT
+);
+CREATE INDEX transitions_by_migration ON transitions(migration, id);
+"""
+
+
+@pytest.mark.parametrize("old_migrations", [MIGRATIONS_V1, MIGRATIONS_FIRST], ids=["v1", "first"])
+def test_a_database_of_an_older_receiver_keeps_working(db_path, clock, old_migrations):
+    import os
+    import sqlite3
+    from osam.controller.store import SCHEMA_VERSION
+    assert "switchover_window_end" not in old_migrations
+    os.makedirs(os.path.dirname(db_path))
+    with sqlite3.connect(db_path) as old:
+        old.executescript(old_migrations + OLD_COMMON + "PRAGMA user_version=1;")
+        old.execute("INSERT INTO guests VALUES ('web01', '{\"os\": \"debian\"}', '0.1.0', ?, ?, 1)",
+                    (T0, T0))
+        old.execute("INSERT INTO migrations(guest, phase, phase_since, switchover, switchover_at,"
+                    " created, updated, last_sync_at, lag) VALUES"
+                    " ('web01', 'continuous_sync', ?, 'at', ?, ?, ?, ?, 1.5)", (T0, AT, T0, T0, T0 + 1))
+        old.execute("INSERT INTO transitions(migration, from_phase, to_phase, at) VALUES"
+                    " (1, NULL, 'registered', ?)", (T0,))
+    old.close()
+
+    ctl = Controller(db_path, clock=clock)
+    kept = ctl.migration("web01")
+    assert (kept["phase"], kept["switchover_at"], kept["switchover_window_end"]) == (
+        "continuous_sync", iso(AT), None)
+    assert kept["last_error"] is None and kept["switchover_note"] is None
+    ctl.note_error("web01", "replica disk full")
+    rescheduled = ctl.request_switchover("web01", at=AT, window_end=END)
+    assert rescheduled["switchover_window_end"] == iso(END)
+    assert rescheduled["last_error"] == "replica disk full"
+    clock.now = AT
+    assert ctl.advance("web01", phases.QUIESCE)["lag_at_switchover"] == 1.5
+    ctl.close()
+    with sqlite3.connect(db_path) as probe:
+        assert probe.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        columns = [row[1] for row in probe.execute("PRAGMA table_info(migrations)")]
+    probe.close()
+    assert columns.count("switchover_window_end") == 1 and "last_error_at" in columns
+    Controller(db_path, clock=clock).close()  # opening it again changes nothing
 
 
 def test_parse_iso8601():

@@ -26,6 +26,10 @@ from .timefmt import TimeLike, iso, to_epoch
 DB_FILENAME = "controller.sqlite"  # inside the receiver's --data directory
 MAX_REASON = 1024
 MAX_AGENT_VERSION = 64
+# Seconds after a scheduled window's end during which the move to quiesce is still accepted:
+# the receiver asks whether the switchover is due, then moves on, and the clock runs between
+# the two calls. A yes given inside the window must not turn into a failed migration.
+SWITCHOVER_START_GRACE = 5.0
 
 
 class Controller:
@@ -77,26 +81,32 @@ class Controller:
 
     # -- migrations -----------------------------------------------------------------------
     def start_migration(self, name: str, switchover: str = phases.MANUAL,
-                        at: Optional[TimeLike] = None) -> Dict[str, Any]:
-        return self.ensure_migration(name, switchover, at)[0]
+                        at: Optional[TimeLike] = None,
+                        window_end: Optional[TimeLike] = None) -> Dict[str, Any]:
+        return self.ensure_migration(name, switchover, at, window_end)[0]
 
     def ensure_migration(self, name: str, switchover: str = phases.MANUAL,
-                         at: Optional[TimeLike] = None) -> Tuple[Dict[str, Any], bool]:
-        """Start a migration unless an identical one is active. Returns (status, created)."""
+                         at: Optional[TimeLike] = None,
+                         window_end: Optional[TimeLike] = None) -> Tuple[Dict[str, Any], bool]:
+        """Start a migration unless an identical one is active. Returns (status, created).
+
+        A scheduled switchover (`at`) may have a window end: it does not start from then on."""
         check_guest_name(name)
-        switchover_at = _switchover_settings(switchover, at)
+        switchover_at, switchover_window_end = _switchover_settings(switchover, at, window_end)
         with self._lock, self._store.transaction():
             if self._store.guest(name) is None:
                 raise NotFound(f"guest {name} is not registered")
             current = self._store.latest_migration(name)
             if current is not None and not phases.is_terminal(current["phase"]):
-                if (current["switchover"], current["switchover_at"]) != (switchover, switchover_at):
+                wanted = (switchover, switchover_at, switchover_window_end)
+                if (current["switchover"], current["switchover_at"],
+                        current["switchover_window_end"]) != wanted:
                     raise Conflict(f"guest {name} already has an active migration with "
                                    f"switchover {_describe_switchover(current)}")
                 return self._migration_dict(current), False
             now = self._clock()
             migration_id = self._store.insert_migration(name, phases.REGISTERED, switchover,
-                                                        switchover_at, now)
+                                                        switchover_at, switchover_window_end, now)
             self._store.add_transition(migration_id, None, phases.REGISTERED, now, None)
             return self._migration_dict(self._store.latest_migration(name)), True
 
@@ -108,7 +118,8 @@ class Controller:
         with self._lock, self._store.transaction():
             row = self._latest(name)
             now = self._clock()
-            holds = frozenset({phases.SWITCHOVER_IS_DUE}) if self._due(row, now) else frozenset()
+            holds = (frozenset({phases.SWITCHOVER_IS_DUE}) if self._may_start_switchover(row, now)
+                     else frozenset())
             phases.check_transition(row["phase"], to_phase, holds)
             fields: Dict[str, Any] = {"phase": to_phase, "phase_since": now, "updated": now}
             if to_phase in (phases.FAILED, phases.NEEDS_OPERATOR):
@@ -126,20 +137,26 @@ class Controller:
         return self.advance(name, phases.FAILED, phases.ABORTED_REASON)
 
     # -- switchover -----------------------------------------------------------------------
-    def request_switchover(self, name: str, at: Optional[TimeLike] = None) -> Dict[str, Any]:
-        """Without `at`: switch over as soon as continuous sync allows. With `at`: (re)schedule."""
+    def request_switchover(self, name: str, at: Optional[TimeLike] = None,
+                           window_end: Optional[TimeLike] = None) -> Dict[str, Any]:
+        """Without `at`: switch over as soon as continuous sync allows. With `at`: (re)schedule,
+        with a new window end or none; a missed window is forgotten either way."""
         check_guest_name(name)
-        when = to_epoch(at)
-        if when is None:
-            fields: Dict[str, Any] = {"switchover_requested": 1, "switchover_at": None}
+        if at is None and window_end is None:
+            fields: Dict[str, Any] = {"switchover_requested": 1, "switchover_at": None,
+                                      "switchover_window_end": None}
         else:
-            fields = {"switchover": phases.AT, "switchover_at": when, "switchover_requested": 0}
+            when, end = _switchover_settings(phases.AT, at, window_end)
+            fields = {"switchover": phases.AT, "switchover_at": when, "switchover_window_end": end,
+                      "switchover_requested": 0}
         return self._change_switchover(name, fields)
 
     def cancel_switchover(self, name: str) -> Dict[str, Any]:
-        """Back to waiting for an operator: clears a request, a schedule and immediate mode."""
+        """Back to waiting for an operator: clears a request, a schedule (and its window) and
+        immediate mode."""
         check_guest_name(name)
         return self._change_switchover(name, {"switchover": phases.MANUAL, "switchover_at": None,
+                                               "switchover_window_end": None,
                                                "switchover_requested": 0})
 
     def switchover_due(self, name: str, now: Optional[TimeLike] = None) -> bool:
@@ -228,7 +245,17 @@ class Controller:
         pass_done = row["last_sync_at"] is not None and row["last_sync_at"] >= row["phase_since"]
         return phases.switchover_due(row["phase"], row["switchover"],
                                      bool(row["switchover_requested"]), row["switchover_at"],
-                                     pass_done, now)
+                                     pass_done, now, row["switchover_window_end"])
+
+    def _may_start_switchover(self, row: sqlite3.Row, now: float) -> bool:
+        """The guard of continuous_sync -> quiesce: due now, or due a moment ago (the grace)."""
+        return self._due(row, now) or self._due(row, now - SWITCHOVER_START_GRACE)
+
+    @staticmethod
+    def _window_missed(row: sqlite3.Row, now: float) -> bool:
+        return phases.switchover_window_missed(row["phase"], row["switchover"],
+                                               bool(row["switchover_requested"]),
+                                               row["switchover_window_end"], now)
 
     def _guest_dict(self, row: sqlite3.Row) -> Dict[str, Any]:
         migration = self._store.latest_migration(row["name"])
@@ -245,6 +272,8 @@ class Controller:
     def _migration_dict(self, row: sqlite3.Row) -> Dict[str, Any]:
         history = [{"from": h["from_phase"], "to": h["to_phase"], "at": iso(h["at"]),
                     "reason": h["reason"]} for h in self._store.history(row["id"])]
+        now = self._clock()
+        missed = self._window_missed(row, now)
         return {
             "id": row["id"],
             "guest": row["guest"],
@@ -253,8 +282,12 @@ class Controller:
             "phase_since": iso(row["phase_since"]),
             "switchover": row["switchover"],
             "switchover_at": iso(row["switchover_at"]),
+            "switchover_window_end": iso(row["switchover_window_end"]),
             "switchover_requested": bool(row["switchover_requested"]),
-            "switchover_due": self._due(row, self._clock()),
+            "switchover_due": self._due(row, now),
+            # The window closed before the switchover began: it waits for a new time.
+            "switchover_window_missed_at": iso(row["switchover_window_end"]) if missed else None,
+            "switchover_note": _missed_note(row) if missed else None,
             "reason": row["reason"],
             "bytes_done": row["bytes_done"],
             "bytes_total": row["bytes_total"],
@@ -273,21 +306,44 @@ class Controller:
         }
 
 
-def _switchover_settings(mode: object, at: Optional[TimeLike]) -> Optional[float]:
+def _switchover_settings(mode: object, at: Optional[TimeLike],
+                         window_end: Optional[TimeLike] = None
+                         ) -> Tuple[Optional[float], Optional[float]]:
+    """(at, window end) as epoch seconds, or InvalidInput saying what is wrong."""
     if mode not in phases.SWITCHOVER_MODES:
         raise InvalidInput(f"switchover must be one of {', '.join(phases.SWITCHOVER_MODES)}")
-    when = to_epoch(at)
+    when = _time("at", at)
+    end = _time("window_end", window_end)
+    if end is not None and when is None:
+        raise InvalidInput("window_end goes only with a switchover time (at): it ends the "
+                           "window a scheduled switchover may start in")
     if mode == phases.AT and when is None:
         raise InvalidInput("switchover 'at' needs a time")
     if mode != phases.AT and when is not None:
         raise InvalidInput("a switchover time goes only with switchover 'at'")
-    return when
+    if end is not None and end <= when:
+        raise InvalidInput(f"window_end {iso(end)} must be after at {iso(when)}")
+    return when, end
+
+
+def _time(field: str, value: Optional[TimeLike]) -> Optional[float]:
+    try:
+        return to_epoch(value)
+    except InvalidInput as error:
+        raise InvalidInput(f"{field}: {error}") from None
 
 
 def _describe_switchover(row: sqlite3.Row) -> str:
     if row["switchover"] == phases.AT:
+        if row["switchover_window_end"] is not None:
+            return f"at {iso(row['switchover_at'])} until {iso(row['switchover_window_end'])}"
         return f"at {iso(row['switchover_at'])}"
     return row["switchover"]
+
+
+def _missed_note(row: sqlite3.Row) -> str:
+    return (f"switchover window {iso(row['switchover_at'])} to "
+            f"{iso(row['switchover_window_end'])} missed: waiting for a new time")
 
 
 def _check_reason(reason: object) -> Optional[str]:

@@ -35,7 +35,8 @@ BEFORE_SWITCHOVER: FrozenSet[str] = frozenset({REGISTERED, FULL_SYNC, CONTINUOUS
 
 MANUAL = "manual"        # wait for an operator's switchover request
 IMMEDIATE = "immediate"  # go as soon as the first continuous sync pass is done
-AT = "at"                # go when the scheduled time (ISO 8601 with a zone) is reached
+AT = "at"                # go when the scheduled time (ISO 8601 with a zone) is reached, and
+                         # before the window's end when one is set
 SWITCHOVER_MODES = (MANUAL, IMMEDIATE, AT)
 
 ABORTED_REASON = "aborted by operator"
@@ -90,11 +91,15 @@ def check_transition(from_phase: str, to_phase: str, holds: FrozenSet[str] = fro
 
 
 def switchover_due(phase: str, mode: str, requested: bool, at: Optional[float],
-                   continuous_pass_done: bool, now: float) -> bool:
+                   continuous_pass_done: bool, now: float,
+                   window_end: Optional[float] = None) -> bool:
     """Whether continuous sync should give way to quiesce now.
 
-    An operator's request wins in every mode; otherwise the mode decides. Only meaningful in
-    continuous_sync: earlier the replica is not yet complete, later the switchover has begun.
+    An operator's request wins in every mode; otherwise the mode decides. A scheduled
+    switchover starts when `at <= now < window_end` (no end: any time from `at` on); once the
+    window has closed it does not start, and the migration waits for a new time. Only
+    meaningful in continuous_sync: earlier the replica is not yet complete, later the
+    switchover has begun.
     """
     if phase != CONTINUOUS_SYNC:
         return False
@@ -103,5 +108,22 @@ def switchover_due(phase: str, mode: str, requested: bool, at: Optional[float],
     if mode == IMMEDIATE:
         return continuous_pass_done
     if mode == AT:
-        return at is not None and now >= at
+        return in_window(at, window_end, now)
     return False
+
+
+def in_window(at: Optional[float], window_end: Optional[float], now: float) -> bool:
+    """Whether `now` falls in the scheduled window [at, window_end)."""
+    return at is not None and at <= now and (window_end is None or now < window_end)
+
+
+def switchover_window_missed(phase: str, mode: str, requested: bool,
+                             window_end: Optional[float], now: float) -> bool:
+    """Whether a scheduled switchover's window has closed before the switchover began.
+
+    Then the migration keeps syncing and waits for a new time (a reschedule), a cancel, or an
+    operator's request. Once the switchover has begun, or the migration has ended, nothing was
+    missed.
+    """
+    return (phase in BEFORE_SWITCHOVER and mode == AT and not requested
+            and window_end is not None and now >= window_end)

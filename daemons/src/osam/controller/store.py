@@ -11,7 +11,7 @@ import os
 import sqlite3
 from typing import Any, Dict, Iterator, List, Optional
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: migrations.switchover_window_end
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS guests (
@@ -29,6 +29,7 @@ CREATE TABLE IF NOT EXISTS migrations (
     phase_since           REAL NOT NULL,
     switchover            TEXT NOT NULL,
     switchover_at         REAL,
+    switchover_window_end REAL,               -- a scheduled switchover does not start from then on
     switchover_requested  INTEGER NOT NULL DEFAULT 0,
     reason                TEXT,
     created               REAL NOT NULL,
@@ -63,8 +64,17 @@ CREATE TABLE IF NOT EXISTS transitions (
 CREATE INDEX IF NOT EXISTS transitions_by_migration ON transitions(migration, id);
 """
 
+# Columns added to `migrations` after its first release, with their declarations: the file of an
+# existing receiver gets them with ALTER TABLE (CREATE TABLE IF NOT EXISTS leaves it as it was).
+_ADDED_MIGRATION_COLUMNS = (
+    ("last_error", "TEXT"),
+    ("last_error_at", "REAL"),
+    ("switchover_window_end", "REAL"),
+)
+
 MIGRATION_COLUMNS = frozenset({
-    "phase", "phase_since", "switchover", "switchover_at", "switchover_requested", "reason",
+    "phase", "phase_since", "switchover", "switchover_at", "switchover_window_end",
+    "switchover_requested", "reason",
     "updated", "bytes_done", "bytes_total", "files_done", "files_total", "rate", "eta",
     "sample_bytes", "sample_at", "last_sync_at", "lag", "lag_at_switchover",
     "last_error", "last_error_at",
@@ -82,8 +92,20 @@ class Store:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(
-            f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+        self._db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
+        with self.transaction():
+            self._upgrade()
+
+    def _upgrade(self) -> None:
+        """Bring a database made by an earlier version up to this schema."""
+        present = {row["name"] for row in self._db.execute("PRAGMA table_info(migrations)")}
+        for column, declaration in _ADDED_MIGRATION_COLUMNS:
+            if column not in present:
+                self._db.execute(f"ALTER TABLE migrations ADD COLUMN {column} {declaration}")
+        self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def schema_version(self) -> int:
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
 
     def close(self) -> None:
         self._db.close()
@@ -122,11 +144,12 @@ class Store:
 
     # -- migrations -----------------------------------------------------------------------
     def insert_migration(self, guest: str, phase: str, switchover: str,
-                         switchover_at: Optional[float], now: float) -> int:
+                         switchover_at: Optional[float], switchover_window_end: Optional[float],
+                         now: float) -> int:
         cursor = self._db.execute(
             "INSERT INTO migrations(guest, phase, phase_since, switchover, switchover_at,"
-            " created, updated) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (guest, phase, now, switchover, switchover_at, now, now))
+            " switchover_window_end, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (guest, phase, now, switchover, switchover_at, switchover_window_end, now, now))
         return int(cursor.lastrowid)
 
     def update_migration(self, migration_id: int, **fields: Any) -> None:
