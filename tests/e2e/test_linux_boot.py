@@ -91,6 +91,10 @@ def test_migrated_debian_guest_boots_on_pvscsi_and_vmxnet3(site, mounted_source,
     assert [n["source_name"] for n in vm["nics"]][:1] == ["eth0"], vm["nics"]
     images = [d["image"] for d in vm["disks"]]
     assert len(images) == 1
+    # The local destination's own definition of this VM boots it the same way (--boot-replicas).
+    boot_script = (replica_dir / "boot.sh").read_text()
+    assert "-device pvscsi" in boot_script and f"file={images[0]},format=raw" in boot_script
+    assert f"vmxnet3,netdev=n0,mac={vm['nics'][0]['mac']}" in boot_script, "NICs connected at the end"
 
     # The source is untouched: its initramfs still lacks the VMware drivers.
     assert "vmw_pvscsi" not in sh("sh", "-c", f"lsinitramfs {root}/boot/initrd.img-* 2>/dev/null || true")

@@ -4,15 +4,17 @@ pvscsi and vmxnet3). Power and NIC state are kept in local-vm.json; "power on" b
 qemu only when the receiver is asked to (`boot=True`), otherwise it is recorded."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shlex
 import signal
 import subprocess
+import time
 from typing import Dict, List, Optional
 
 from ..common.atomic import atomic_write
-from .base import OFF, ON, Destination, DestinationError, VmRef, VmSpec
+from .base import OFF, ON, Destination, DestinationError, DiskSpec, NicSpec, VmRef, VmSpec
 
 STATE_FILE = "local-vm.json"
 BOOT_SCRIPT = "boot.sh"
@@ -20,8 +22,8 @@ QEMU = "qemu-system-x86_64"
 
 
 def qemu_argv(spec: VmSpec, nics_connected: bool) -> List[str]:
-    """qemu on vSphere's virtual hardware; disconnected NICs are NICs with their link down."""
-    argv = [QEMU, "-accel", "kvm:tcg", "-machine", "pc", "-smp", str(max(1, spec.cpus)),
+    """qemu on vSphere's virtual hardware; a disconnected NIC is one with no network behind it."""
+    argv = [QEMU, "-accel", "${OSAM_QEMU_ACCEL:-kvm:tcg}", "-machine", "pc", "-smp", str(max(1, spec.cpus)),
             "-m", str(max(256, spec.memory >> 20)), "-display", "none", "-serial", "mon:stdio",
             "-device", "pvscsi,id=scsi0"]
     if spec.firmware == "uefi":
@@ -30,8 +32,10 @@ def qemu_argv(spec: VmSpec, nics_connected: bool) -> List[str]:
         argv += ["-drive", f"file={disk.image},format=raw,if=none,id=d{i}",
                  "-device", f"scsi-hd,drive=d{i},bus=scsi0.0" + (",bootindex=0" if i == 0 else "")]
     for i, nic in enumerate(spec.nics):
-        argv += ["-netdev", f"user,id=n{i}", "-device", f"vmxnet3,netdev=n{i},mac={nic.mac}"
-                 + ("" if nics_connected else ",link=off")]
+        if nics_connected:
+            argv += ["-netdev", f"user,id=n{i}", "-device", f"vmxnet3,netdev=n{i},mac={nic.mac}"]
+        else:
+            argv += ["-device", f"vmxnet3,mac={nic.mac}"]
     return argv
 
 
@@ -41,7 +45,6 @@ class LocalDestination(Destination):
     def __init__(self, replica_dir: str, *, boot: bool = False):
         self.replica_dir = replica_dir
         self.boot = boot
-        self._spec: Optional[VmSpec] = None
 
     # -- state ------------------------------------------------------------------------------
     def _state_path(self) -> str:
@@ -68,7 +71,6 @@ class LocalDestination(Destination):
         return problems
 
     def ensure_vm(self, spec: VmSpec) -> VmRef:
-        self._spec = spec
         state = self._state()
         if state.get("migration_id") == spec.migration_id:
             return self._ref(state)
@@ -76,7 +78,7 @@ class LocalDestination(Destination):
         if missing:
             raise DestinationError(f"the replica's images are missing: {', '.join(missing)}")
         state = {"migration_id": spec.migration_id, "name": spec.name, "power": OFF,
-                 "nics_connected": False, "pid": None}
+                 "nics_connected": False, "pid": None, "spec": dataclasses.asdict(spec)}
         self._write_boot_script(spec, nics_connected=False)
         self._save(state)
         return self._ref(state)
@@ -88,8 +90,8 @@ class LocalDestination(Destination):
     def set_nics_connected(self, vm: VmRef, connected: bool) -> None:
         state = self._state()
         state["nics_connected"] = connected
-        if self._spec is not None:
-            self._write_boot_script(self._spec, connected)
+        if state.get("spec"):
+            self._write_boot_script(_spec_from(state["spec"]), connected)
         self._save(state)
 
     def power_state(self, vm: VmRef) -> str:
@@ -117,7 +119,7 @@ class LocalDestination(Destination):
         state = self._state()
         pid = state.get("pid")
         if pid and _alive(pid):
-            os.killpg(pid, signal.SIGTERM)
+            _stop(pid)
         state.update(power=OFF, pid=None)
         self._save(state)
 
@@ -126,12 +128,34 @@ class LocalDestination(Destination):
         return VmRef(id=self.replica_dir, name=state.get("name", ""))
 
     def _write_boot_script(self, spec: VmSpec, nics_connected: bool) -> None:
-        text = "#!/bin/sh\n# The replica on VMware's virtual hardware (pvscsi, vmxnet3).\nexec " + \
-               " ".join(shlex.quote(a) for a in qemu_argv(spec, nics_connected)) + "\n"
+        # OSAM_QEMU_ACCEL=tcg where KVM is missing or nested KVM is unreliable.
+        words = [a if a.startswith("${") else shlex.quote(a) for a in qemu_argv(spec, nics_connected)]
+        text = "#!/bin/sh\n# The replica on VMware's virtual hardware (pvscsi, vmxnet3).\nexec " + " ".join(words) + "\n"
         atomic_write(os.path.join(self.replica_dir, BOOT_SCRIPT), text.encode(), 0o755)
 
 
+def _spec_from(data: Dict) -> VmSpec:
+    return VmSpec(**dict(data, disks=[DiskSpec(**d) for d in data.get("disks", [])],
+                         nics=[NicSpec(**n) for n in data.get("nics", [])]))
+
+
+def _stop(pid: int, grace: float = 30.0) -> None:
+    """Stop qemu like a power button held down: SIGTERM, then SIGKILL; return once it is gone."""
+    os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            os.killpg(pid, signal.SIGKILL)
+            deadline = float("inf")
+        time.sleep(0.05)
+
+
 def _alive(pid: int) -> bool:
+    try:   # our own child: reap it once it has exited
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass
     try:
         os.kill(pid, 0)
         return True
