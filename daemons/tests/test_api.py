@@ -124,6 +124,43 @@ def test_switchover_request_reschedule_cancel(ctl):
     assert status == 200 and body["switchover"] == "manual" and body["switchover_at"] is None
 
 
+def test_a_window_end_in_the_bodies(ctl):
+    window = {"guest": "web01", "switchover": "at", "at": "2030-01-01T02:00:00Z",
+              "window_end": "2030-01-01T06:00:00+02:00"}
+    status, body = call(ctl, "POST", "/v1/migrations", window)
+    assert status == 201 and body["switchover_window_end"] == "2030-01-01T04:00:00.000Z"
+    assert body["switchover_window_missed_at"] is None and body["switchover_note"] is None
+    assert call(ctl, "POST", "/v1/migrations", window)[0] == 200
+    status, conflict = call(ctl, "POST", "/v1/migrations", dict(window, window_end=None))
+    assert status == 409 and "until 2030-01-01T04:00:00.000Z" in conflict["error"]
+    status, body = call(ctl, "POST", "/v1/migrations/web01/switchover",
+                        {"at": "2030-02-01T02:00:00Z", "window_end": "2030-02-01T03:00:00Z"})
+    assert status == 200 and (body["switchover_at"], body["switchover_window_end"]) == (
+        "2030-02-01T02:00:00.000Z", "2030-02-01T03:00:00.000Z")
+    status, body = call(ctl, "POST", "/v1/migrations/web01/switchover", {"at": "2030-02-01T02:00:00Z"})
+    assert status == 200 and body["switchover_window_end"] is None
+    status, body = call(ctl, "POST", "/v1/migrations/web01/switchover",
+                        {"window_end": "2030-02-01T03:00:00Z"})
+    assert status == 400 and "window_end goes only with a switchover time (at)" in body["error"]
+
+
+def test_a_missed_window_shows_on_the_migration_until_a_new_time(ctl):
+    call(ctl, "POST", "/v1/migrations", {"guest": "web01", "switchover": "at",
+                                         "at": "2020-01-01T02:00:00Z",
+                                         "window_end": "2020-01-01T04:00:00Z"})
+    ctl.advance("web01", "full_sync")
+    ctl.advance("web01", "continuous_sync")
+    status, body = call(ctl, "GET", "/v1/migrations/web01", token=RO)
+    assert status == 200 and body["switchover_due"] is False
+    assert body["switchover_window_missed_at"] == "2020-01-01T04:00:00.000Z"
+    assert body["switchover_note"] == ("switchover window 2020-01-01T02:00:00.000Z to "
+                                       "2020-01-01T04:00:00.000Z missed: waiting for a new time")
+    assert call(ctl, "GET", "/v1/migrations")[1]["migrations"][0]["switchover_note"] == body["switchover_note"]
+    status, body = call(ctl, "POST", "/v1/migrations/web01/switchover",
+                        {"at": "2020-01-02T00:00:00Z", "window_end": "2099-01-01T00:00:00Z"})
+    assert status == 200 and body["switchover_note"] is None and body["switchover_due"] is True
+
+
 def test_abort(ctl):
     assert call(ctl, "POST", "/v1/migrations/web01/abort")[0] == 404
     call(ctl, "POST", "/v1/migrations", {"guest": "web01"})
@@ -150,6 +187,14 @@ def test_abort(ctl):
     ({"guest": "web01", "switchover": "at", "at": "2030-01-01T00:00:00"}, "zone"),
     ({"guest": "web01", "switchover": "at", "at": 1893456000}, "ISO 8601"),
     ({"guest": "web01", "switchover": "manual", "at": "2030-01-01T00:00:00Z"}, "only with"),
+    ({"guest": "web01", "switchover": "at", "at": "2030-01-01T00:00:00Z",
+      "window_end": "2030-01-01T00:00:00Z"}, "window_end 2030-01-01T00:00:00.000Z must be after at"),
+    ({"guest": "web01", "switchover": "at", "at": "2030-01-01T00:00:00Z",
+      "window_end": "2030-01-01T01:00:00"}, "window_end: time needs a zone"),
+    ({"guest": "web01", "switchover": "at", "at": "2030-01-01T00:00:00Z",
+      "window_end": 1893459600}, "window_end must be an ISO 8601 time string"),
+    ({"guest": "web01", "switchover": "manual", "window_end": "2030-01-01T01:00:00Z"},
+     "window_end goes only with a switchover time (at)"),
     (b"\xff\xfe", "not valid JSON"),
 ])
 def test_bad_migration_requests_are_400(ctl, body, fragment):

@@ -7,6 +7,26 @@ keep-alive, limits and timeouts. Mutual TLS is done before it, by the transport 
 
 Authentication: `Authorization: Bearer <token>` on every endpoint but GET /v1/health, with
 `tokens = {"<token>": "rw" | "ro"}`. Tokens are compared in constant time and never logged.
+
+Endpoints (ROUTES below; bodies are JSON objects, times ISO 8601 with a zone):
+
+    GET    /v1/health                              no token; {"status": "ok", "version"}
+    GET    /v1/guests, /v1/guests/NAME             registered guests and their inventory
+    GET    /v1/migrations, /v1/migrations/NAME     each guest's active (else latest) migration
+    POST   /v1/migrations                          {guest, switchover: manual|immediate|at,
+                                                    at, window_end}: 201 started, 200 the same
+                                                    one is active, 409 another one is
+    POST   /v1/migrations/NAME/switchover          {} switch over now; {at, window_end}
+                                                    (re)schedule, a missed window forgotten
+    DELETE /v1/migrations/NAME/switchover          back to manual: no request, no schedule
+    POST   /v1/migrations/NAME/abort               ends it failed, "aborted by operator"
+
+A scheduled switchover starts when `at <= now < window_end` (`window_end` is optional and must
+be after `at`). When the window closes before it began, the migration keeps syncing, its
+`switchover_due` stays false, and it shows `switchover_window_missed_at` (the window's end) and
+`switchover_note` ("switchover window A to B missed: waiting for a new time") until a new time,
+a cancel or a request to switch over now. A migration also shows `switchover_at`,
+`switchover_window_end`, `switchover_requested` and `lag_at_switchover`.
 """
 from __future__ import annotations
 
@@ -77,12 +97,14 @@ def _start_migration(controller: Controller, _name: Optional[str], body: Dict[st
     switchover = body.get("switchover", "manual")
     if not isinstance(switchover, str):
         raise InvalidInput("switchover must be a string")
-    migration, created = controller.ensure_migration(guest, switchover, _time_field(body, "at"))
+    migration, created = controller.ensure_migration(guest, switchover, _time_field(body, "at"),
+                                                     _time_field(body, "window_end"))
     return (201 if created else 200), migration
 
 
 def _request_switchover(controller: Controller, name: Optional[str], body: Dict[str, Any]) -> Response:
-    return 200, controller.request_switchover(name, _time_field(body, "at"))
+    return 200, controller.request_switchover(name, _time_field(body, "at"),
+                                              _time_field(body, "window_end"))
 
 
 def _cancel_switchover(controller: Controller, name: Optional[str], _body: Dict[str, Any]) -> Response:
@@ -100,9 +122,9 @@ ROUTES: List[Tuple[str, str, str, Tuple[str, ...], Handler]] = [
     ("GET", "/v1/guests", READ, (), _list_guests),
     ("GET", "/v1/guests/{name}", READ, (), _get_guest),
     ("GET", "/v1/migrations", READ, (), _list_migrations),
-    ("POST", "/v1/migrations", WRITE, ("guest", "switchover", "at"), _start_migration),
+    ("POST", "/v1/migrations", WRITE, ("guest", "switchover", "at", "window_end"), _start_migration),
     ("GET", "/v1/migrations/{name}", READ, (), _get_migration),
-    ("POST", "/v1/migrations/{name}/switchover", WRITE, ("at",), _request_switchover),
+    ("POST", "/v1/migrations/{name}/switchover", WRITE, ("at", "window_end"), _request_switchover),
     ("DELETE", "/v1/migrations/{name}/switchover", WRITE, (), _cancel_switchover),
     ("POST", "/v1/migrations/{name}/abort", WRITE, (), _abort),
 ]
