@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -39,6 +38,7 @@ import pytest
 from tests.e2e import qemu_boot
 from tests.e2e.site import Site
 from tests.util import is_root
+from tests.util.processes import stop_group
 
 REPO = Path(__file__).resolve().parents[2]
 GUEST_IMAGE_SCRIPT = REPO / "scripts" / "guest-image.sh"
@@ -102,26 +102,13 @@ def _build_image() -> str:
     try:
         output, _ = proc.communicate(timeout=IMAGE_BUILD_TIMEOUT)
     except BaseException as e:
-        output = _stop_build(proc)
+        output = stop_group(proc)
         if isinstance(e, subprocess.TimeoutExpired):
             pytest.fail(f"scripts/guest-image.sh build: no image after {IMAGE_BUILD_TIMEOUT}s:\n{output}")
         raise
     if proc.returncode != 0:
         pytest.fail(f"scripts/guest-image.sh build failed (exit {proc.returncode}):\n{output}")
     return output
-
-
-def _stop_build(proc: subprocess.Popen) -> str:
-    # SIGTERM to the whole group: debootstrap and dpkg stop, the script's EXIT trap cleans up.
-    for sig, grace in ((signal.SIGTERM, 60), (signal.SIGKILL, None)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass
-        try:
-            return proc.communicate(timeout=grace)[0]
-        except subprocess.TimeoutExpired:
-            continue
 
 
 @pytest.fixture

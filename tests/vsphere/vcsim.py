@@ -29,6 +29,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from tests.util.processes import stop_group
+
 REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO / "scripts" / "build-vcsim.sh"
 BUILD_TIMEOUT = 600        # a cold build takes ~40 s on 2 cores
@@ -75,26 +77,13 @@ def ensure_binary(rebuild: bool = False) -> tuple[Path, str]:
     try:
         output, _ = proc.communicate(timeout=BUILD_TIMEOUT)
     except BaseException as e:
-        output = _stop_build(proc)
+        output = stop_group(proc)
         if isinstance(e, subprocess.TimeoutExpired):
             raise RuntimeError(f"scripts/build-vcsim.sh build: no binary after {BUILD_TIMEOUT}s:\n{output}") from e
         raise
     if proc.returncode != 0 or not path.exists():
         raise RuntimeError(f"scripts/build-vcsim.sh build failed (exit {proc.returncode}):\n{output}")
     return path, output
-
-
-def _stop_build(proc: subprocess.Popen) -> str:
-    for sig, grace in ((signal.SIGTERM, 60), (signal.SIGKILL, None)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass
-        try:
-            return proc.communicate(timeout=grace)[0]
-        except subprocess.TimeoutExpired:
-            continue
-    return ""
 
 
 def _which(name: str) -> bool:
