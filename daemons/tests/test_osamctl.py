@@ -253,6 +253,45 @@ def test_switchover_and_abort(server, pki, ctl, capsys):
     assert code == 1 and "HTTP 409" in err
 
 
+def test_a_window_end_with_migrate_and_switchover(server, pki, ctl, capsys):
+    code, out, err = run(server, pki, capsys, "migrate", "web01", "--switchover", "at=2030-01-01T02:00:00Z",
+                         "--window-end", "2030-01-01T04:00:00Z")
+    assert code == 0, err
+    assert "switchover at 2030-01-01T02:00:00.000Z until 2030-01-01T04:00:00.000Z" in out
+    assert ctl.migration("web01")["switchover_window_end"] == "2030-01-01T04:00:00.000Z"
+    code, out, _ = run(server, pki, capsys, "migrate", "web01", "--switchover", "at=2030-01-01T02:00:00Z",
+                       "--window-end", "2030-01-01T04:00:00Z")
+    assert code == 0 and "already active" in out
+    code, out, _ = run(server, pki, capsys, "status")
+    assert "at 2030-01-01T02:00:00.000Z until 2030-01-01T04:00:00.000Z" in out.splitlines()[1]
+    code, out, err = run(server, pki, capsys, "switchover", "web01", "--at", "2031-01-01T02:00:00+01:00",
+                         "--window-end", "2031-01-01T03:00:00+01:00")
+    assert code == 0, err
+    assert out == ("switchover of web01: at 2031-01-01T01:00:00.000Z until 2031-01-01T02:00:00.000Z, "
+                   "phase registered\n")
+    code, _, err = run(server, pki, capsys, "switchover", "web01", "--at", "2031-01-01T02:00:00Z",
+                       "--window-end", "2031-01-01T01:00:00Z")
+    assert code == 1 and "HTTP 400" in err and "must be after at" in err
+
+
+def test_status_shows_a_missed_window_until_a_new_time(server, pki, ctl, capsys):
+    ctl.start_migration("web01", "at", at="2020-01-01T02:00:00Z", window_end="2020-01-01T04:00:00Z")
+    ctl.advance("web01", "full_sync")
+    ctl.advance("web01", "continuous_sync")
+    code, out, _ = run(server, pki, capsys, "status", "web01")
+    assert code == 0
+    assert ("switchover:  at 2020-01-01T02:00:00.000Z until 2020-01-01T04:00:00.000Z (window missed)"
+            in out.splitlines())
+    assert ("note:        switchover window 2020-01-01T02:00:00.000Z to 2020-01-01T04:00:00.000Z missed: "
+            "waiting for a new time") in out.splitlines()
+    code, out, _ = run(server, pki, capsys, "status")
+    assert "(window missed)" in out.splitlines()[1]
+    code, out, _ = run(server, pki, capsys, "switchover", "web01", "--at", "2030-01-01T00:00:00Z")
+    assert code == 0 and "missed" not in out
+    code, out, _ = run(server, pki, capsys, "status", "web01")
+    assert "note:" not in out and "switchover:  at 2030-01-01T00:00:00.000Z" in out
+
+
 def advance_through_a_migration(ctl):
     """Play a receiver: sync with progress, switch over, complete."""
     time.sleep(0.1)
@@ -356,6 +395,12 @@ def test_missing_pki_files(tmp_path, capsys):
     ["--api", "https://h:1", "--pki", "p", "switchover", "web01", "--at", "x", "--cancel"],
     ["--api", "https://h:1", "--pki", "p", "status", "--follow"],
     ["--api", "https://h:1", "--pki", "p", "migrate", "web01", "--wait", "soon"],
+    ["--api", "https://h:1", "--pki", "p", "migrate", "web01", "--window-end", "2030-01-01T00:00:00Z"],
+    ["--api", "https://h:1", "--pki", "p", "migrate", "web01", "--switchover", "immediate",
+     "--window-end", "2030-01-01T00:00:00Z"],
+    ["--api", "https://h:1", "--pki", "p", "switchover", "web01", "--window-end", "2030-01-01T00:00:00Z"],
+    ["--api", "https://h:1", "--pki", "p", "switchover", "web01", "--cancel",
+     "--window-end", "2030-01-01T00:00:00Z"],
 ])
 def test_usage_errors_exit_2(argv, monkeypatch, capsys):
     monkeypatch.delenv("OSAM_API", raising=False)

@@ -1,10 +1,15 @@
 """osamctl: the operator's command line for the receiver's REST API.
 
     osamctl --api https://HOST:PORT --pki DIR guests [--json]
-    osamctl ... migrate NAME [--switchover manual|immediate|at=ISO8601] [--wait PHASE]
+    osamctl ... migrate NAME [--switchover manual|immediate|at=ISO8601 [--window-end ISO8601]]
+                             [--wait PHASE]
     osamctl ... status [NAME] [--json] [--follow]
-    osamctl ... switchover NAME [--at ISO8601 | --cancel]
+    osamctl ... switchover NAME [--at ISO8601 [--window-end ISO8601] | --cancel]
     osamctl ... abort NAME
+
+A scheduled switchover (at=T, --at T) starts at T; with --window-end END it starts only while
+T <= now < END, and a window that closes before it began is shown by `status` as missed: the
+migration keeps syncing and waits for a new time (`switchover NAME --at ...`).
 
 The API requires mutual TLS: the receiver's certificate must chain to DIR/ca.crt, and osamctl
 presents DIR/admin.crt with DIR/admin.key. The bearer token comes from DIR/api-token unless
@@ -33,6 +38,8 @@ TERMINAL = ("completed", "needs_operator", "failed")
 # Ends that are not a success: the reason says what went wrong or what the operator must do.
 STOPPED = ("needs_operator", "failed")
 SWITCHOVER_HELP = "manual (default), immediate, or at=ISO8601 with a zone, e.g. at=2025-06-01T22:00:00Z"
+WINDOW_END_HELP = ("ISO 8601 time with a zone after the switchover time: the scheduled switchover "
+                   "does not start from then on, and the migration waits for a new time")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -239,8 +246,12 @@ def _switchover(migration: Dict[str, Any]) -> str:
     mode = migration.get("switchover") or "-"
     if mode == "at":
         mode = f"at {migration.get('switchover_at')}"
+        if migration.get("switchover_window_end"):
+            mode += f" until {migration['switchover_window_end']}"
     if migration.get("switchover_requested"):
         mode += " (requested)"
+    if migration.get("switchover_window_missed_at"):
+        mode += " (window missed)"
     return mode
 
 
@@ -305,6 +316,7 @@ def migration_details(m: Dict[str, Any]) -> str:
         f"guest:       {m['guest']}",
         f"phase:       {m['phase']}" + (f" ({m['reason']})" if m.get("reason") else ""),
         f"switchover:  {_switchover(m)}",
+        *([f"note:        {m['switchover_note']}"] if m.get("switchover_note") else []),
         f"progress:    {human_bytes(m.get('bytes_done'))} of {human_bytes(m.get('bytes_total'))}"
         + ("" if done is None else f" ({done:.1f}%)")
         + f", {m.get('files_done') or 0} of {m.get('files_total') or '-'} files",
@@ -352,6 +364,8 @@ def cmd_migrate(client: ApiClient, args: argparse.Namespace, out: TextIO) -> int
     body: Dict[str, Any] = {"guest": args.name, "switchover": mode}
     if at is not None:
         body["at"] = at
+    if args.window_end is not None:
+        body["window_end"] = args.window_end
     status, migration = client.request("POST", "/v1/migrations", body)
     verb = "started" if status == 201 else "already active"
     print(f"migration of {args.name} {verb}: phase {migration['phase']}, "
@@ -440,6 +454,8 @@ def cmd_switchover(client: ApiClient, args: argparse.Namespace, out: TextIO) -> 
         print(f"switchover of {args.name} cancelled: now {_switchover(migration)}", file=out)
         return EXIT_OK
     body = {} if args.at is None else {"at": args.at}
+    if args.window_end is not None:
+        body["window_end"] = args.window_end
     migration = client.request("POST", path, body)[1]
     print(f"switchover of {args.name}: {_switchover(migration)}, phase {migration['phase']}",
           file=out)
@@ -508,6 +524,8 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("name")
     migrate.add_argument("--switchover", type=_switchover_arg, default=("manual", None),
                          help=SWITCHOVER_HELP)
+    migrate.add_argument("--window-end", metavar="ISO8601",
+                         help=f"only with --switchover at=...: {WINDOW_END_HELP}")
     migrate.add_argument("--wait", choices=PHASES[1:], metavar="PHASE",
                          help="wait until the migration reaches PHASE (fails if it fails)")
     migrate.add_argument("--interval", type=_interval_arg, default=2.0, help=argparse.SUPPRESS)
@@ -525,8 +543,12 @@ def build_parser() -> argparse.ArgumentParser:
     switchover = command("switchover", "switch over now, at a time, or cancel")
     switchover.add_argument("name")
     when = switchover.add_mutually_exclusive_group()
-    when.add_argument("--at", help="ISO 8601 time with a zone")
+    when.add_argument("--at", metavar="ISO8601",
+                      help="(re)schedule at this ISO 8601 time with a zone (without --at: switch "
+                           "over now); forgets a missed window")
     when.add_argument("--cancel", action="store_true", help="cancel a requested or scheduled switchover")
+    switchover.add_argument("--window-end", metavar="ISO8601",
+                            help=f"only with --at: {WINDOW_END_HELP}")
     switchover.set_defaults(run=cmd_switchover)
 
     abort = command("abort", "abort a migration")
@@ -541,6 +563,11 @@ def main(argv: Optional[Sequence[str]] = None, out: Optional[TextIO] = None) -> 
     args = parser.parse_args(argv)  # exits 2 on usage errors
     if getattr(args, "follow", False) and args.name is None:
         parser.error("status --follow needs a guest NAME")
+    if getattr(args, "window_end", None) is not None:
+        scheduled = args.switchover[0] == "at" if args.command == "migrate" else args.at is not None
+        if not scheduled:
+            parser.error("--window-end goes only with a switchover time "
+                         f"({'--switchover at=...' if args.command == 'migrate' else '--at'})")
     if not args.api or not args.pki:
         parser.error("--api and --pki are required (or set OSAM_API and OSAM_PKI)")
     client = None
