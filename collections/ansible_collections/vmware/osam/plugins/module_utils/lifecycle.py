@@ -89,11 +89,43 @@ def same_time(api_time, epoch):
     return abs(parse_time(api_time) - epoch) < 0.001
 
 
+def window_end_time(window_end, at_epoch):
+    """Epoch seconds of a scheduled switchover's window end, None without one; ValueError unless
+    it is an ISO 8601 time with a zone after the switchover time `at_epoch`."""
+    if window_end is None:
+        return None
+    end = parse_time(window_end)
+    if end <= at_epoch:
+        raise ValueError('%s is not after switchover_at: the window must end after it begins' % window_end)
+    return end
+
+
+def schedule_warnings(at, when, window_end, end, now=None):
+    """Warnings for a schedule given in the past: without a window (or one still open) the
+    switchover begins as soon as continuous sync allows; after its window it will not begin."""
+    now = time.time() if now is None else now
+    if end is not None and end <= now:
+        return ['switchover_window_end %s is in the past: the switchover will not begin until it is '
+                'given a new time' % window_end]
+    if when < now:
+        return ['switchover_at %s is in the past: the switchover begins as soon as continuous sync allows' % at]
+    return []
+
+
+def missed_window(migration):
+    """What to tell the operator when a scheduled switchover's window closed before it began."""
+    if not migration or not migration.get('switchover_window_missed_at'):
+        return None
+    return 'the migration of %s: %s' % (migration.get('guest'), migration.get('switchover_note')
+                                        or 'its switchover window was missed: waiting for a new time')
+
+
 def switchover_settings(migration):
     """The switchover part of a migration, as diffs show it."""
     if migration is None:
         return None
     return dict(switchover=migration.get('switchover'), switchover_at=migration.get('switchover_at'),
+                switchover_window_end=migration.get('switchover_window_end'),
                 switchover_requested=migration.get('switchover_requested'))
 
 

@@ -20,7 +20,9 @@ description:
     cutover that stops half-way ends in C(needs_operator) with what the operator must do.
   - With O(state=present), when the guest has no migration yet, or its latest one C(failed)
     (aborted, or failed for a reason since dealt with), a new migration starts.
-  - With O(state=present), an active migration with the same switchover is left as it is.
+  - With O(state=present), an active migration with the same switchover is left as it is (for
+    V(scheduled), the same O(switchover_at) and O(switchover_window_end), each the same instant
+    in whatever zone it is written).
   - With O(state=present), an active migration with another switchover that has not begun yet
     is changed in place - O(switchover=manual) cancels a schedule or immediate mode,
     O(switchover=scheduled) schedules or reschedules, O(switchover=immediate) requests the
@@ -59,7 +61,8 @@ options:
         M(vmware.osam.switchover) with O(vmware.osam.switchover#module:state=cancelled) for that.
       - V(immediate) switches over as soon as the first continuous sync pass is done. On a
         migration that is already running in another mode it requests the switchover now.
-      - V(scheduled) switches over at O(switchover_at).
+      - V(scheduled) switches over at O(switchover_at), and only before O(switchover_window_end)
+        when it is given.
     type: str
     choices: [manual, immediate, scheduled]
     default: manual
@@ -68,6 +71,17 @@ options:
       - The time of a V(scheduled) switchover, ISO 8601 with a zone, for example
         C(2026-12-01T02:00:00Z) or C(2026-12-01T04:00:00+02:00). A time without a zone is refused.
       - Required with O(switchover=scheduled), refused with the other modes.
+    type: str
+  switchover_window_end:
+    description:
+      - The end of the window a V(scheduled) switchover may begin in, ISO 8601 with a zone, after
+        O(switchover_at). The switchover begins when O(switchover_at) <= now < O(switchover_window_end).
+      - When the window closes before the switchover began (the first continuous sync pass was not
+        done yet, or the receiver was down), it does not begin - the migration keeps syncing and
+        waits for a new time, and RV(migration.switchover_note) says so. Running the task with a new
+        O(switchover_at) reschedules it; running it with the missed window again changes nothing
+        and warns.
+      - Only with O(switchover=scheduled). Without it the schedule has no end.
     type: str
   restart_completed:
     description:
@@ -127,6 +141,13 @@ EXAMPLES = r'''
     guest: db01
     switchover: scheduled
     switchover_at: "2026-12-06T02:00:00+01:00"
+
+- name: Switch app01 over in the maintenance window 02:00-04:00 UTC, or not at all that night
+  vmware.osam.migration:
+    guest: app01
+    switchover: scheduled
+    switchover_at: "2026-12-06T02:00:00Z"
+    switchover_window_end: "2026-12-06T04:00:00Z"
 
 - name: Every guest of the group, connection options once for all
   vmware.osam.migration:
@@ -194,6 +215,20 @@ migration:
       description: The scheduled switchover time, null unless scheduled.
       type: str
       sample: "2026-12-06T01:00:00.000Z"
+    switchover_window_end:
+      description: The end of the window the scheduled switchover may begin in, null without one.
+      type: str
+      sample: "2026-12-06T03:00:00.000Z"
+    switchover_window_missed_at:
+      description:
+        - When the window closed before the switchover began (the window's end); null otherwise.
+        - The migration keeps syncing and waits for a new time, a cancel or a request to switch over now.
+      type: str
+      sample: null
+    switchover_note:
+      description: What a missed window means, in words; null otherwise.
+      type: str
+      sample: "switchover window 2026-12-06T01:00:00.000Z to 2026-12-06T03:00:00.000Z missed: waiting for a new time"
     switchover_requested:
       description: Whether an operator has asked for the switchover.
       type: bool
@@ -202,6 +237,10 @@ migration:
       description: Whether the switchover should begin now.
       type: bool
       sample: false
+    lag_at_switchover:
+      description: Seconds the replica was behind the guest when the switchover began, null before.
+      type: float
+      sample: 0.4
     reason:
       description: Why the migration failed, null otherwise.
       type: str
@@ -253,42 +292,50 @@ migration:
       sample: [{from: null, to: registered, at: "2026-11-26T08:00:00.000Z", reason: null}]
 '''
 
-import time
-
 from ansible_collections.vmware.osam.plugins.module_utils.api import ApiError, guest_path
 from ansible_collections.vmware.osam.plugins.module_utils.base import OsamApiModule
 from ansible_collections.vmware.osam.plugins.module_utils.lifecycle import (
-    API_MODE, BEFORE_SWITCHOVER, COMPLETED, FAILED, NEEDS_OPERATOR, PHASES, WaitFailed, api_time, migration_path, parse_time,
-    same_time, switchover_settings, wait_for_phase, with_percent)
+    API_MODE, BEFORE_SWITCHOVER, COMPLETED, FAILED, NEEDS_OPERATOR, PHASES, WaitFailed, api_time, migration_path,
+    missed_window, parse_time, same_time, schedule_warnings, switchover_settings, wait_for_phase, window_end_time,
+    with_percent)
 
 
 def wanted_switchover(module):
-    """(mode, epoch or None) asked for; fails the task on a bad combination or time."""
-    mode, at = module.params['switchover'], module.params['switchover_at']
+    """(mode, epoch or None, window end epoch or None) asked for; fails the task on a bad
+    combination or time."""
+    mode, at, window_end = module.params['switchover'], module.params['switchover_at'], module.params['switchover_window_end']
     if mode != 'scheduled':
         if at is not None:
             module.fail_json(msg='switchover_at goes only with switchover=scheduled')
-        return mode, None
+        if window_end is not None:
+            module.fail_json(msg='switchover_window_end goes only with switchover=scheduled')
+        return mode, None, None
     try:
         when = parse_time(at)
     except ValueError as error:
         module.fail_json(msg='switchover_at: %s' % error)
-    if when < time.time():
-        module.warn('switchover_at %s is in the past: the switchover begins as soon as continuous sync allows' % at)
-    return mode, when
+    try:
+        end = window_end_time(window_end, when)
+    except ValueError as error:
+        module.fail_json(msg='switchover_window_end: %s' % error)
+    for warning in schedule_warnings(at, when, window_end, end):
+        module.warn(warning)
+    return mode, when, end
 
 
-def switchover_matches(migration, mode, when):
+def switchover_matches(migration, mode, when, end):
     """Whether an active migration already switches over the way the task asks."""
     current = migration['switchover']
     if mode == 'manual':
         return current == 'manual'
     if mode == 'immediate':
         return current == 'immediate' or bool(migration.get('switchover_requested'))
-    return current == 'at' and not migration.get('switchover_requested') and same_time(migration.get('switchover_at'), when)
+    return (current == 'at' and not migration.get('switchover_requested')
+            and same_time(migration.get('switchover_at'), when)
+            and same_time(migration.get('switchover_window_end'), end))
 
 
-def plan(module, current, mode, when):
+def plan(module, current, mode, when, end):
     """(operation, warning or None) for the wanted state and the current migration."""
     if module.params['state'] == 'absent':
         return ('aborted' if current and current['active'] else 'none'), None
@@ -300,8 +347,9 @@ def plan(module, current, mode, when):
         # The replica may be running beside the source: nothing starts until an operator acted.
         return 'none', ('the migration of %s needs the operator: %s'
                         % (current['guest'], current.get('reason') or 'no reason given'))
-    if switchover_matches(current, mode, when):
-        return 'none', None
+    if switchover_matches(current, mode, when, end):
+        # The same window again does not reopen it: that takes a new time.
+        return 'none', missed_window(current) if mode == 'scheduled' else None
     if current['phase'] not in BEFORE_SWITCHOVER:
         return 'none', ('the migration of %s is in %s: its switchover has begun and switchover=%s no longer applies'
                         % (current['guest'], current['phase'], mode))
@@ -312,19 +360,19 @@ def plan(module, current, mode, when):
 def carry_out(module, operation, guest, mode):
     """Send the change; returns the migration the receiver answers with."""
     client = module.client
-    at = module.params['switchover_at']
+    at, window_end = module.params['switchover_at'], module.params['switchover_window_end']
+    schedule = dict(at=at.strip()) if at is not None else {}
+    if window_end is not None:
+        schedule['window_end'] = window_end.strip()
     if operation == 'started':
-        body = dict(guest=guest, switchover=API_MODE[mode])
-        if at is not None:
-            body['at'] = at.strip()
-        return client.post('/v1/migrations', body)
+        return client.post('/v1/migrations', dict(guest=guest, switchover=API_MODE[mode], **schedule))
     if operation == 'aborted':
         return client.post(migration_path(guest, '/abort'))
     if operation == 'switchover_cancelled':
         return client.delete(migration_path(guest, '/switchover'))
     if operation == 'switchover_requested':
         return client.post(migration_path(guest, '/switchover'))
-    return client.post(migration_path(guest, '/switchover'), dict(at=at.strip()))
+    return client.post(migration_path(guest, '/switchover'), schedule)
 
 
 def view(migration):
@@ -334,7 +382,7 @@ def view(migration):
     return dict(phase=migration['phase'], **switchover_settings(migration))
 
 
-def predicted(current, operation, mode, when):
+def predicted(current, operation, mode, when, end):
     """The diff's "after" for the operation."""
     if operation == 'none':
         return view(current)
@@ -342,12 +390,14 @@ def predicted(current, operation, mode, when):
         return None
     if operation == 'started':
         return dict(phase='registered', switchover=API_MODE[mode], switchover_at=api_time(when),
-                    switchover_requested=False)
+                    switchover_window_end=api_time(end), switchover_requested=False)
     after = view(current)
     if operation == 'switchover_requested':
-        after['switchover_requested'] = True
+        # A request replaces a schedule: the receiver forgets the time and its window.
+        after.update(switchover_requested=True, switchover_at=None, switchover_window_end=None)
     else:
-        after.update(switchover=API_MODE[mode], switchover_at=api_time(when), switchover_requested=False)
+        after.update(switchover=API_MODE[mode], switchover_at=api_time(when), switchover_window_end=api_time(end),
+                     switchover_requested=False)
     return after
 
 
@@ -358,6 +408,7 @@ def main():
             state=dict(type='str', choices=['present', 'absent'], default='present'),
             switchover=dict(type='str', choices=['manual', 'immediate', 'scheduled'], default='manual'),
             switchover_at=dict(type='str'),
+            switchover_window_end=dict(type='str'),
             restart_completed=dict(type='bool', default=False),
             wait=dict(type='str', choices=list(PHASES)),
             wait_timeout=dict(type='int', default=3600),
@@ -369,12 +420,12 @@ def main():
     guest, state, wait = module.params['guest'], module.params['state'], module.params['wait']
     if wait and state == 'absent':
         module.fail_json(msg='wait goes only with state=present')
-    mode, when = wanted_switchover(module)
+    mode, when, end = wanted_switchover(module)
     client = module.client
     operation, done = 'none', False
     try:
         current = client.get(migration_path(guest), missing_ok=True)
-        operation, warning = plan(module, current, mode, when)
+        operation, warning = plan(module, current, mode, when, end)
         if warning:
             module.warn(warning)
         if operation == 'started' and module.check_mode:
@@ -396,7 +447,7 @@ def main():
 
     result = dict(changed=operation != 'none', operation=operation, migration=with_percent(migration))
     if module._diff:
-        result['diff'] = dict(before=view(current), after=predicted(current, operation, mode, when))
+        result['diff'] = dict(before=view(current), after=predicted(current, operation, mode, when, end))
     module.exit_json(**result)
 
 

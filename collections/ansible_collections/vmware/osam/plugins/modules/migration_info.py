@@ -49,6 +49,10 @@ EXAMPLES = r'''
   loop_control:
     label: "{{ item.guest }}"
 
+- name: Guests whose switchover window was missed and that wait for a new time
+  ansible.builtin.debug:
+    msg: "{{ osam_status.migrations | selectattr('switchover_window_missed_at') | map(attribute='guest') | list }}"
+
 - name: The history of web01's migration
   vmware.osam.migration_info:
     guest: web01
@@ -102,6 +106,32 @@ migrations:
       description: Seconds the replica is behind the guest in continuous sync.
       type: float
       sample: 0.8
+    switchover:
+      description: The API's switchover mode, manual, immediate or at (scheduled).
+      type: str
+      sample: at
+    switchover_at:
+      description: The scheduled switchover time, null unless scheduled.
+      type: str
+      sample: "2026-12-06T01:00:00.000Z"
+    switchover_window_end:
+      description: The end of the window the scheduled switchover may begin in, null without one.
+      type: str
+      sample: "2026-12-06T03:00:00.000Z"
+    switchover_window_missed_at:
+      description:
+        - When the window closed before the switchover began (the window's end); null otherwise.
+        - The migration keeps syncing and waits for a new time, a cancel or a request to switch over now.
+      type: str
+      sample: "2026-12-06T03:00:00.000Z"
+    switchover_note:
+      description: What a missed window means, in words; null otherwise.
+      type: str
+      sample: "switchover window 2026-12-06T01:00:00.000Z to 2026-12-06T03:00:00.000Z missed: waiting for a new time"
+    lag_at_switchover:
+      description: Seconds the replica was behind the guest when the switchover began, null before.
+      type: float
+      sample: null
     reason:
       description: Why the migration failed, null otherwise.
       type: str

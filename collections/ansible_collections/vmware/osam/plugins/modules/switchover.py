@@ -16,7 +16,12 @@ description:
     changes and the replica takes over. It begins from C(continuous_sync).
   - V(started) asks for the switchover as soon as continuous sync allows. Nothing changes if it
     was already asked for, or has begun (C(quiesce) and later) or is done (C(completed)).
-  - V(scheduled) (re)schedules it at O(switchover_at); nothing changes if it is scheduled then already.
+  - V(scheduled) (re)schedules it at O(switchover_at), with the window end O(switchover_window_end)
+    or none; nothing changes if it is scheduled then already, with the same window end.
+  - A scheduled switchover whose window closed before it began does not begin - the migration keeps
+    syncing and waits for a new time (RV(migration.switchover_note) says so). V(scheduled) with a new
+    time, V(started) and V(cancelled) each end that wait; V(scheduled) with the missed window again
+    changes nothing and warns.
   - V(cancelled) takes back a request or a schedule, so the migration waits for an operator
     again; nothing changes if it already does.
   - A guest without a migration, a C(failed) or C(needs_operator) migration, and a change that comes too late (once
@@ -41,6 +46,13 @@ options:
     description:
       - The time of a V(scheduled) switchover, ISO 8601 with a zone, for example
         C(2026-12-01T02:00:00Z). Required with O(state=scheduled), refused otherwise.
+    type: str
+  switchover_window_end:
+    description:
+      - The end of the window a V(scheduled) switchover may begin in, ISO 8601 with a zone, after
+        O(switchover_at). The switchover begins when O(switchover_at) <= now < O(switchover_window_end);
+        once the window has closed it does not begin and waits for a new time.
+      - Only with O(state=scheduled). Without it the schedule has no end (a window end set before is dropped).
     type: str
   wait:
     description:
@@ -90,6 +102,13 @@ EXAMPLES = r'''
     state: scheduled
     switchover_at: "2026-12-06T02:00:00Z"
 
+- name: Switch db01 over between 02:00 and 04:00 UTC, or wait for a new time
+  vmware.osam.switchover:
+    guest: db01
+    state: scheduled
+    switchover_at: "2026-12-06T02:00:00Z"
+    switchover_window_end: "2026-12-06T04:00:00Z"
+
 - name: Not tonight after all
   vmware.osam.switchover:
     guest: db01
@@ -123,6 +142,18 @@ migration:
       description: The scheduled switchover time, null unless scheduled.
       type: str
       sample: null
+    switchover_window_end:
+      description: The end of the window the scheduled switchover may begin in, null without one.
+      type: str
+      sample: null
+    switchover_window_missed_at:
+      description: When the window closed before the switchover began (the window's end); null otherwise.
+      type: str
+      sample: null
+    switchover_note:
+      description: What a missed window means, in words; null otherwise.
+      type: str
+      sample: null
     switchover_requested:
       description: Whether an operator has asked for the switchover.
       type: bool
@@ -142,31 +173,36 @@ migration:
       sample: [{from: final_sync, to: completed, at: "2026-11-26T09:00:00.000Z", reason: null}]
 '''
 
-import time
-
 from ansible_collections.vmware.osam.plugins.module_utils.api import ApiError
 from ansible_collections.vmware.osam.plugins.module_utils.base import OsamApiModule
 from ansible_collections.vmware.osam.plugins.module_utils.lifecycle import (
-    BEFORE_SWITCHOVER, COMPLETED, FAILED, NEEDS_OPERATOR, WaitFailed, api_time, migration_path, parse_time, same_time,
-    switchover_settings, wait_for_phase, with_percent)
+    BEFORE_SWITCHOVER, COMPLETED, FAILED, NEEDS_OPERATOR, WaitFailed, api_time, migration_path, missed_window, parse_time,
+    same_time, schedule_warnings, switchover_settings, wait_for_phase, window_end_time, with_percent)
 
 
 def wanted_time(module):
-    at = module.params['switchover_at']
+    """(epoch, window end epoch or None) of a schedule, (None, None) for the other states."""
+    at, window_end = module.params['switchover_at'], module.params['switchover_window_end']
     if module.params['state'] != 'scheduled':
         if at is not None:
             module.fail_json(msg='switchover_at goes only with state=scheduled')
-        return None
+        if window_end is not None:
+            module.fail_json(msg='switchover_window_end goes only with state=scheduled')
+        return None, None
     try:
         when = parse_time(at)
     except ValueError as error:
         module.fail_json(msg='switchover_at: %s' % error)
-    if when < time.time():
-        module.warn('switchover_at %s is in the past: the switchover begins as soon as continuous sync allows' % at)
-    return when
+    try:
+        end = window_end_time(window_end, when)
+    except ValueError as error:
+        module.fail_json(msg='switchover_window_end: %s' % error)
+    for warning in schedule_warnings(at, when, window_end, end):
+        module.warn(warning)
+    return when, end
 
 
-def plan(migration, state, when):
+def plan(migration, state, when, end=None):
     """The operation for the wanted state, or ValueError saying why it cannot be had."""
     guest, phase = migration['guest'], migration['phase']
     if phase in (FAILED, NEEDS_OPERATOR):
@@ -180,19 +216,21 @@ def plan(migration, state, when):
         raise ValueError('the migration of %s is in %s: the switchover can no longer be changed' % (guest, phase))
     requested = migration.get('switchover_requested')
     if state == 'scheduled':
-        same = migration['switchover'] == 'at' and not requested and same_time(migration.get('switchover_at'), when)
+        same = (migration['switchover'] == 'at' and not requested and same_time(migration.get('switchover_at'), when)
+                and same_time(migration.get('switchover_window_end'), end))
         return 'none' if same else 'scheduled'
     return 'none' if migration['switchover'] == 'manual' and not requested else 'cancelled'
 
 
-def predicted(migration, operation, when):
+def predicted(migration, operation, when, end=None):
     after = switchover_settings(migration)
     if operation == 'requested':
-        after['switchover_requested'] = True
+        after.update(switchover_requested=True, switchover_at=None, switchover_window_end=None)
     elif operation == 'scheduled':
-        after.update(switchover='at', switchover_at=api_time(when), switchover_requested=False)
+        after.update(switchover='at', switchover_at=api_time(when), switchover_window_end=api_time(end),
+                     switchover_requested=False)
     elif operation == 'cancelled':
-        after.update(switchover='manual', switchover_at=None, switchover_requested=False)
+        after.update(switchover='manual', switchover_at=None, switchover_window_end=None, switchover_requested=False)
     return after
 
 
@@ -202,6 +240,7 @@ def main():
             guest=dict(type='str', required=True, aliases=['name']),
             state=dict(type='str', choices=['started', 'scheduled', 'cancelled'], default='started'),
             switchover_at=dict(type='str'),
+            switchover_window_end=dict(type='str'),
             wait=dict(type='bool', default=False),
             wait_timeout=dict(type='int', default=3600),
             poll_interval=dict(type='float', default=5),
@@ -212,21 +251,27 @@ def main():
     guest, state, wait = module.params['guest'], module.params['state'], module.params['wait']
     if wait and state == 'cancelled':
         module.fail_json(msg='wait goes only with state=started or state=scheduled')
-    when = wanted_time(module)
+    when, end = wanted_time(module)
     client = module.client
     operation, done = 'none', False
     try:
         current = client.get(migration_path(guest))
         try:
-            operation = plan(current, state, when)
+            operation = plan(current, state, when, end)
         except ValueError as error:
             module.fail_json(msg=str(error), migration=with_percent(current))
+        if operation == 'none' and state == 'scheduled' and missed_window(current):
+            module.warn(missed_window(current))  # the same window again does not reopen it
         migration = current
         if operation != 'none' and not module.check_mode:
             if operation == 'cancelled':
                 migration = client.delete(migration_path(guest, '/switchover'))
             else:
-                body = dict(at=module.params['switchover_at'].strip()) if operation == 'scheduled' else None
+                body = None
+                if operation == 'scheduled':
+                    body = dict(at=module.params['switchover_at'].strip())
+                    if module.params['switchover_window_end'] is not None:
+                        body['window_end'] = module.params['switchover_window_end'].strip()
                 migration = client.post(migration_path(guest, '/switchover'), body)
             done = True
         if wait and not module.check_mode and migration['phase'] != COMPLETED:
@@ -240,7 +285,7 @@ def main():
 
     result = dict(changed=operation != 'none', operation=operation, migration=with_percent(migration))
     if module._diff:
-        result['diff'] = dict(before=switchover_settings(current), after=predicted(current, operation, when))
+        result['diff'] = dict(before=switchover_settings(current), after=predicted(current, operation, when, end))
     module.exit_json(**result)
 
 

@@ -8,7 +8,8 @@
 It replaces ansible's open_url inside module_utils/api.py, so the real client still builds the
 requests, reads the answers and turns errors into messages; only the network and the receiver
 are simulated. It follows the receiver's rules (osam.receiver.api and osam.controller): tokens,
-404s, the 409 of a differing active migration, switchover changes only before quiesce.
+404s, the 409 of a differing active migration, switchover changes only before quiesce, a
+scheduled switchover's window end and the note of a missed window.
 The real receiver is exercised by tests/collection/test_modules_live.py at the repository root.
 """
 
@@ -57,17 +58,22 @@ class FakeReceiver(object):
         return self.guests[name]
 
     def add_migration(self, guest, phase='continuous_sync', switchover='manual', at=None, requested=False,
-                      reason=None):
+                      reason=None, window_end=None, missed=False):
+        """A migration as the API shows it; `missed=True`: its window closed before it began."""
         if guest not in self.guests:
             self.add_guest(guest)
         migration = dict(
             id=self.next_id, guest=guest, phase=phase, active=phase not in ('completed', 'needs_operator', 'failed'),
-            phase_since=TIME, switchover=switchover, switchover_at=at, switchover_requested=requested,
+            phase_since=TIME, switchover=switchover, switchover_at=at, switchover_window_end=window_end,
+            switchover_window_missed_at=None, switchover_note=None, switchover_requested=requested,
             switchover_due=False, reason=reason, bytes_done=300, bytes_total=1200, files_done=3,
             files_total=12, rate=100.0, eta=9.0, last_sync_at=None, lag=0.5, lag_at_switchover=None,
             last_error=None, last_error_at=None, created=TIME, updated=TIME,
             history=[dict(to='registered', at=TIME, reason=None)])
         migration['history'][0]['from'] = None
+        if missed:
+            migration.update(switchover_window_missed_at=window_end, switchover_note=(
+                'switchover window %s to %s missed: waiting for a new time' % (at, window_end)))
         self.next_id += 1
         self.migrations[guest] = migration
         self.guests[guest]['migration_phase'] = phase
@@ -127,13 +133,20 @@ class FakeReceiver(object):
             if migration['phase'] not in BEFORE_SWITCHOVER:
                 return 409, {'error': 'the migration of %s is in %s: the switchover can no longer be changed'
                              % (name, migration['phase'])}
+            if body and body.get('window_end') and not body.get('at'):
+                return 400, {'error': 'window_end goes only with a switchover time (at): it ends the '
+                                      'window a scheduled switchover may start in'}
+            # Every change forgets a missed window.
+            migration.update(switchover_window_missed_at=None, switchover_note=None)
             if method == 'DELETE':
-                migration.update(switchover='manual', switchover_at=None, switchover_requested=False)
+                migration.update(switchover='manual', switchover_at=None, switchover_window_end=None,
+                                 switchover_requested=False)
             elif body and body.get('at'):
                 migration.update(switchover='at', switchover_at=api_time(parse_time(body['at'])),
+                                 switchover_window_end=_api_time_or_none(body.get('window_end')),
                                  switchover_requested=False)
             else:
-                migration.update(switchover_requested=True, switchover_at=None)
+                migration.update(switchover_requested=True, switchover_at=None, switchover_window_end=None)
             return 200, migration
         return 404, {'error': 'no such endpoint'}
 
@@ -142,10 +155,16 @@ class FakeReceiver(object):
         if guest not in self.guests:
             return 404, {'error': 'guest %s is not registered' % guest}
         current = self.migrations.get(guest)
-        at = api_time(parse_time(body['at'])) if body.get('at') else None
+        at = _api_time_or_none(body.get('at'))
+        window_end = _api_time_or_none(body.get('window_end'))
         if current and current['active']:
-            if (current['switchover'], current['switchover_at']) != (body['switchover'], at):
+            wanted = (body['switchover'], at, window_end)
+            if (current['switchover'], current['switchover_at'], current['switchover_window_end']) != wanted:
                 return 409, {'error': 'guest %s already has an active migration with switchover %s'
                              % (guest, current['switchover'])}
             return 200, current
-        return 201, self.add_migration(guest, 'registered', body['switchover'], at)
+        return 201, self.add_migration(guest, 'registered', body['switchover'], at, window_end=window_end)
+
+
+def _api_time_or_none(text):
+    return api_time(parse_time(text)) if text else None

@@ -13,7 +13,8 @@ import pytest
 
 from ansible_collections.vmware.osam.plugins.module_utils.api import OsamClient
 from ansible_collections.vmware.osam.plugins.module_utils.lifecycle import (
-    WaitFailed, api_time, parse_time, phase_reached, same_time, wait_for_phase, with_percent)
+    WaitFailed, api_time, missed_window, parse_time, phase_reached, same_time, schedule_warnings, wait_for_phase,
+    window_end_time, with_percent)
 
 
 EPOCH = 1796090400.0  # 2026-12-01T02:00:00Z
@@ -102,3 +103,32 @@ def test_wait_times_out_with_the_last_phase_seen(receiver, conn):
     assert raised.value.message == ('timed out after 12s waiting for the migration of web01 to reach continuous_sync; '
                                     'last phase seen: full_sync (300 of 1200 bytes)')
     assert clock.sleeps == [5, 5, 2]
+
+
+def test_a_window_end_is_after_the_switchover_time():
+    assert window_end_time(None, EPOCH) is None
+    assert window_end_time('2026-12-01T05:00:00+02:00', EPOCH) == EPOCH + 3600
+    for same_or_earlier in ('2026-12-01T02:00:00Z', '2026-12-01T03:00:00+02:00'):
+        with pytest.raises(ValueError, match='is not after switchover_at'):
+            window_end_time(same_or_earlier, EPOCH)
+    with pytest.raises(ValueError, match='not an ISO 8601 time with a zone'):
+        window_end_time('2026-12-01T05:00:00', EPOCH)
+
+
+@pytest.mark.parametrize('now, end, warned', [
+    (EPOCH - 60, None, None),
+    (EPOCH + 60, None, 'switchover_at X is in the past: the switchover begins as soon as continuous sync allows'),
+    (EPOCH + 60, EPOCH + 3600, 'switchover_at X is in the past: the switchover begins as soon as continuous sync allows'),
+    (EPOCH + 3600, EPOCH + 3600, 'switchover_window_end Y is in the past: the switchover will not begin until it '
+                                 'is given a new time'),
+])
+def test_schedules_in_the_past_are_warned_about(now, end, warned):
+    assert schedule_warnings('X', EPOCH, 'Y', end, now) == ([warned] if warned else [])
+
+
+def test_a_missed_window_in_words():
+    assert missed_window(None) is None
+    assert missed_window(dict(guest='web01', switchover_window_missed_at=None)) is None
+    assert missed_window(dict(guest='web01', switchover_window_missed_at='2026-12-01T03:00:00.000Z',
+                              switchover_note='switchover window A to B missed: waiting for a new time')) == (
+        'the migration of web01: switchover window A to B missed: waiting for a new time')

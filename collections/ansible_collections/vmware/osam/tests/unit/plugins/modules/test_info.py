@@ -61,6 +61,20 @@ def test_migration_info_for_all_some_and_missing_guests(receiver, conn):
     assert one['history'][0]['to'] == 'registered' and one['lag'] == 0.5 and one['eta'] == 9.0
 
 
+def test_migration_info_shows_the_window_and_a_missed_one(receiver, conn):
+    receiver.add_migration('web01', 'continuous_sync', 'at', '2026-12-06T01:00:00.000Z',
+                           window_end='2026-12-06T03:00:00.000Z', missed=True)
+    receiver.add_migration('db01', 'continuous_sync', 'at', '2030-12-06T01:00:00.000Z',
+                           window_end='2030-12-06T03:00:00.000Z')
+    web01, db01 = run_module(migration_info.main, dict(conn, api_token=RO_TOKEN))['migrations']
+    assert web01['switchover_window_end'] == '2026-12-06T03:00:00.000Z'
+    assert web01['switchover_window_missed_at'] == '2026-12-06T03:00:00.000Z'
+    assert web01['switchover_note'] == ('switchover window 2026-12-06T01:00:00.000Z to 2026-12-06T03:00:00.000Z '
+                                        'missed: waiting for a new time')
+    assert db01['switchover_window_end'] == '2030-12-06T03:00:00.000Z'
+    assert db01['switchover_window_missed_at'] is None and db01['switchover_note'] is None
+
+
 def test_info_failure_names_the_url_and_the_reason(receiver, conn):
     result = fail_module(migration_info.main, dict(conn, api_token='wrong-token'))
     assert result['msg'].startswith('GET https://receiver.example.com:8444/v1/migrations: HTTP 401: invalid token')

@@ -16,6 +16,8 @@ from ansible_collections.vmware.osam.tests.unit.utils import fail_module, run_mo
 
 LATER = '2030-01-01T02:00:00+01:00'
 LATER_API = '2030-01-01T01:00:00.000Z'
+LATER_END = '2030-01-01T04:00:00+01:00'
+LATER_END_API = '2030-01-01T03:00:00.000Z'
 
 
 def run(conn, check_mode=False, diff=False, **args):
@@ -57,7 +59,8 @@ def test_check_mode_reports_the_start_and_sends_nothing(receiver, conn):
     assert receiver.changes() == [] and receiver.migrations == {}
     assert result['migration'] is None
     assert result['diff'] == dict(before=None, after=dict(phase='registered', switchover='immediate',
-                                                          switchover_at=None, switchover_requested=False))
+                                                          switchover_at=None, switchover_window_end=None,
+                                                          switchover_requested=False))
 
 
 def test_check_mode_fails_for_a_guest_the_receiver_does_not_know(receiver, conn):
@@ -191,6 +194,11 @@ def test_a_conflict_from_the_receiver_is_shown(receiver, conn, monkeypatch):
     (dict(switchover='scheduled'), 'switchover is scheduled but all of the following are missing: switchover_at'),
     (dict(switchover='scheduled', switchover_at='2030-01-01 02:00'), "switchover_at: '2030-01-01 02:00' is not an ISO 8601 time with a zone"),
     (dict(state='absent', wait='completed'), 'wait goes only with state=present'),
+    (dict(switchover='immediate', switchover_window_end=LATER_END), 'switchover_window_end goes only with switchover=scheduled'),
+    (dict(switchover='scheduled', switchover_at=LATER, switchover_window_end='2030-01-01 04:00'),
+     "switchover_window_end: '2030-01-01 04:00' is not an ISO 8601 time with a zone"),
+    (dict(switchover='scheduled', switchover_at=LATER, switchover_window_end='2030-01-01T01:00:00Z'),
+     'switchover_window_end: 2030-01-01T01:00:00Z is not after switchover_at'),
 ])
 def test_wrong_arguments_are_refused_before_any_request(receiver, conn, args, message):
     result = fail(conn, guest='web01', **args)
@@ -227,3 +235,69 @@ def test_a_migration_needing_the_operator_is_left_alone_with_the_instructions(re
     assert not result['changed'] and result['operation'] == 'none' and receiver.changes() == []
     assert result['warnings'] == ['the migration of web01 needs the operator: '
                                   'power off the source, then power on the replica']
+
+
+def test_scheduled_with_a_window_end(receiver, conn):
+    receiver.add_guest('web01')
+    result = run(conn, diff=True, guest='web01', switchover='scheduled', switchover_at=LATER,
+                 switchover_window_end=LATER_END)
+    assert receiver.changes() == [('POST', '/v1/migrations',
+                                   dict(guest='web01', switchover='at', at=LATER, window_end=LATER_END))]
+    assert result['migration']['switchover_window_end'] == LATER_END_API
+    assert result['diff']['after']['switchover_window_end'] == LATER_END_API
+    # The same window written in another zone is the same schedule.
+    again = run(conn, guest='web01', switchover='scheduled', switchover_at='2030-01-01T01:00:00Z',
+                switchover_window_end='2030-01-01T03:00:00Z')
+    assert not again['changed'] and len(receiver.changes()) == 1
+
+
+@pytest.mark.parametrize('current_end, wanted_end, sent', [
+    (None, LATER_END, dict(at=LATER, window_end=LATER_END)),
+    (LATER_END_API, '2030-01-01T05:00:00+01:00', dict(at=LATER, window_end='2030-01-01T05:00:00+01:00')),
+    (LATER_END_API, None, dict(at=LATER)),
+])
+def test_another_window_end_at_the_same_time_is_a_reschedule(receiver, conn, current_end, wanted_end, sent):
+    receiver.add_migration('web01', 'continuous_sync', 'at', LATER_API, window_end=current_end)
+    args = dict(switchover_window_end=wanted_end) if wanted_end else {}
+    result = run(conn, diff=True, guest='web01', switchover='scheduled', switchover_at=LATER, **args)
+    assert result['operation'] == 'switchover_scheduled'
+    assert receiver.changes() == [('POST', '/v1/migrations/web01/switchover', sent)]
+    assert result['diff']['before']['switchover_window_end'] == current_end
+    assert result['diff']['after']['switchover_window_end'] == result['migration']['switchover_window_end']
+
+
+def test_a_missed_window_is_not_reopened_by_the_same_task_but_by_a_new_time(receiver, conn):
+    receiver.add_migration('web01', 'continuous_sync', 'at', LATER_API, window_end=LATER_END_API, missed=True)
+    same = run(conn, guest='web01', switchover='scheduled', switchover_at=LATER, switchover_window_end=LATER_END)
+    assert not same['changed'] and receiver.changes() == []
+    assert same['migration']['switchover_window_missed_at'] == LATER_END_API
+    assert same['warnings'] == ['the migration of web01: switchover window %s to %s missed: waiting for a new time'
+                                % (LATER_API, LATER_END_API)]
+    new = run(conn, guest='web01', switchover='scheduled', switchover_at='2030-01-02T02:00:00Z',
+              switchover_window_end='2030-01-02T04:00:00Z')
+    assert new['operation'] == 'switchover_scheduled' and new['warnings'] == []
+    assert new['migration']['switchover_note'] is None and new['migration']['switchover_window_missed_at'] is None
+
+
+def test_immediate_after_a_missed_window_requests_the_switchover(receiver, conn):
+    receiver.add_migration('web01', 'continuous_sync', 'at', LATER_API, window_end=LATER_END_API, missed=True)
+    result = run(conn, diff=True, guest='web01', switchover='immediate')
+    assert result['operation'] == 'switchover_requested'
+    assert receiver.changes() == [('POST', '/v1/migrations/web01/switchover', None)]
+    assert result['diff']['after']['switchover_window_end'] is None
+    assert result['migration']['switchover_requested'] and result['migration']['switchover_note'] is None
+
+
+def test_a_window_already_over_is_warned_about(receiver, conn):
+    receiver.add_guest('web01')
+    result = run(conn, guest='web01', switchover='scheduled', switchover_at='2020-01-01T00:00:00Z',
+                 switchover_window_end='2020-01-01T02:00:00Z')
+    assert result['warnings'] == ['switchover_window_end 2020-01-01T02:00:00Z is in the past: the switchover will '
+                                  'not begin until it is given a new time']
+
+
+def test_manual_cancels_a_schedule_and_its_window(receiver, conn):
+    receiver.add_migration('web01', 'continuous_sync', 'at', LATER_API, window_end=LATER_END_API, missed=True)
+    result = run(conn, guest='web01', switchover='manual')
+    assert result['operation'] == 'switchover_cancelled'
+    assert (result['migration']['switchover_window_end'], result['migration']['switchover_note']) == (None, None)

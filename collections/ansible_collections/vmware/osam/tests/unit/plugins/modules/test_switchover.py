@@ -113,6 +113,12 @@ def test_wait_fails_when_the_final_sync_fails(receiver, conn):
     (dict(state='started', switchover_at=LATER), 'switchover_at goes only with state=scheduled'),
     (dict(state='scheduled'), 'state is scheduled but all of the following are missing: switchover_at'),
     (dict(state='scheduled', switchover_at='at dawn'), "switchover_at: 'at dawn' is not an ISO 8601 time"),
+    (dict(state='started', switchover_window_end=LATER), 'switchover_window_end goes only with state=scheduled'),
+    (dict(state='cancelled', switchover_window_end=LATER), 'switchover_window_end goes only with state=scheduled'),
+    (dict(state='scheduled', switchover_at=LATER, switchover_window_end='2030-01-01T02:00:00+00:00'),
+     'switchover_window_end: 2030-01-01T02:00:00+00:00 is not after switchover_at'),
+    (dict(state='scheduled', switchover_at=LATER, switchover_window_end='dawn'),
+     "switchover_window_end: 'dawn' is not an ISO 8601 time"),
 ])
 def test_wrong_arguments_are_refused_before_any_request(receiver, conn, args, message):
     assert message in fail(conn, guest='web01', **args)['msg']
@@ -124,3 +130,55 @@ def test_a_migration_needing_the_operator_fails_with_the_instructions(receiver, 
     assert fail(conn, guest='web01')['msg'] == ('the migration of web01 needs the operator: '
                                                 'power off the source, then power on the replica')
     assert receiver.changes() == []
+
+
+WINDOW_END = '2030-01-01T04:00:00Z'
+WINDOW_END_API = '2030-01-01T04:00:00.000Z'
+
+
+def test_scheduled_with_a_window_end_and_again(receiver, conn):
+    receiver.add_migration('web01', 'continuous_sync')
+    result = run(conn, diff=True, guest='web01', state='scheduled', switchover_at=LATER, switchover_window_end=WINDOW_END)
+    assert result['operation'] == 'scheduled'
+    assert receiver.changes() == [('POST', '/v1/migrations/web01/switchover', dict(at=LATER, window_end=WINDOW_END))]
+    assert result['migration']['switchover_window_end'] == WINDOW_END_API
+    assert result['diff']['after'] == dict(switchover='at', switchover_at='2030-01-01T02:00:00.000Z',
+                                           switchover_window_end=WINDOW_END_API, switchover_requested=False)
+    same = run(conn, guest='web01', state='scheduled', switchover_at=LATER, switchover_window_end='2030-01-01T05:00:00+01:00')
+    assert not same['changed'] and len(receiver.changes()) == 1
+
+
+@pytest.mark.parametrize('current_end, args, sent', [
+    (None, dict(switchover_window_end=WINDOW_END), dict(at=LATER, window_end=WINDOW_END)),
+    (WINDOW_END_API, dict(switchover_window_end='2030-01-01T05:00:00Z'), dict(at=LATER, window_end='2030-01-01T05:00:00Z')),
+    (WINDOW_END_API, {}, dict(at=LATER)),
+])
+def test_another_window_end_reschedules(receiver, conn, current_end, args, sent):
+    receiver.add_migration('web01', 'continuous_sync', 'at', '2030-01-01T02:00:00.000Z', window_end=current_end)
+    result = run(conn, guest='web01', state='scheduled', switchover_at=LATER, **args)
+    assert result['operation'] == 'scheduled'
+    assert receiver.changes() == [('POST', '/v1/migrations/web01/switchover', sent)]
+
+
+def test_a_missed_window_waits_for_a_new_time(receiver, conn):
+    receiver.add_migration('web01', 'continuous_sync', 'at', '2030-01-01T02:00:00.000Z', window_end=WINDOW_END_API,
+                           missed=True)
+    same = run(conn, guest='web01', state='scheduled', switchover_at=LATER, switchover_window_end=WINDOW_END)
+    assert not same['changed'] and receiver.changes() == []
+    assert same['warnings'] == ['the migration of web01: switchover window 2030-01-01T02:00:00.000Z to '
+                                '2030-01-01T04:00:00.000Z missed: waiting for a new time']
+    rescheduled = run(conn, guest='web01', state='scheduled', switchover_at='2030-01-02T02:00:00Z')
+    assert rescheduled['changed'] and rescheduled['migration']['switchover_note'] is None
+    assert rescheduled['migration']['switchover_window_end'] is None
+
+
+@pytest.mark.parametrize('state', ['started', 'cancelled'])
+def test_a_request_or_a_cancel_ends_the_wait_for_a_new_time(receiver, conn, state):
+    receiver.add_migration('web01', 'continuous_sync', 'at', '2030-01-01T02:00:00.000Z', window_end=WINDOW_END_API,
+                           missed=True)
+    result = run(conn, diff=True, guest='web01', state=state)
+    assert result['changed'] and result['warnings'] == []
+    migration = result['migration']
+    assert (migration['switchover_window_end'], migration['switchover_window_missed_at'], migration['switchover_note']) == (
+        None, None, None)
+    assert result['diff']['after']['switchover_window_end'] is None
