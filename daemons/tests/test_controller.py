@@ -7,7 +7,6 @@ import pytest
 
 from osam.controller import Conflict, Controller, IllegalTransition, InvalidInput, NotFound
 from osam.controller import phases
-from osam.controller.controller import SWITCHOVER_START_GRACE
 from osam.controller.progress import RateSample, eta_seconds, next_rate
 from osam.controller.timefmt import iso, parse_iso8601
 
@@ -397,9 +396,9 @@ def test_a_missed_window_waits_for_a_new_time(ctl, clock):
     assert missed["switchover_note"] == (f"switchover window {iso(AT)} to {iso(END)} missed: "
                                          "waiting for a new time")
     assert not ctl.switchover_due("web01", END + 10_000)
-    clock.now = END + 2 * SWITCHOVER_START_GRACE
     with pytest.raises(IllegalTransition, match="continuous_sync -> quiesce"):
         ctl.advance("web01", phases.QUIESCE)
+    assert ctl.begin_switchover_if_due("web01") is False
     # A reschedule clears it and starts at its own time.
     rescheduled = ctl.request_switchover("web01", at=clock.now + 60, window_end=clock.now + 120)
     assert rescheduled["switchover_note"] is None and rescheduled["switchover_window_missed_at"] is None
@@ -445,13 +444,15 @@ def test_a_window_closing_before_continuous_sync_is_noted_and_waits(ctl, clock):
     assert ctl.migration("web01")["switchover_note"]
 
 
-def test_a_yes_given_just_before_the_window_closed_still_starts_the_switchover(ctl, clock):
-    """The receiver asks, then moves on; the window may close between the two calls."""
+def test_a_switchover_that_was_due_a_moment_ago_does_not_start_after_the_window(ctl, clock):
+    """The receiver begins the switchover in one step (begin_switchover_if_due), so a window that
+    closes between an earlier look and the move leaves the migration syncing, never failed."""
     scheduled_in_continuous_sync(ctl, clock)
     clock.now = END - 0.01
     assert ctl.switchover_due("web01")
     clock.now = END + 0.01
-    assert ctl.advance("web01", phases.QUIESCE)["phase"] == phases.QUIESCE
+    assert ctl.begin_switchover_if_due("web01") is False
+    assert ctl.migration("web01")["phase"] == phases.CONTINUOUS_SYNC
 
 
 def test_a_window_end_survives_a_restart(db_path, clock):
@@ -659,3 +660,14 @@ def test_a_cutover_stopped_half_way_ends_needing_the_operator_and_frees_the_gues
         ctl.advance("web01", phases.NETWORK)
     again = ctl.start_migration("web01")      # the guest may be migrated again
     assert again["phase"] == phases.REGISTERED and again["id"] != stuck["id"]
+
+
+def test_the_switchover_begins_only_if_due_at_that_very_moment(ctl, clock):
+    scheduled_in_continuous_sync(ctl, clock)
+    clock.now = AT - 1
+    assert ctl.begin_switchover_if_due("web01") is False
+    assert ctl.migration("web01")["phase"] == phases.CONTINUOUS_SYNC
+    clock.now = AT
+    assert ctl.begin_switchover_if_due("web01") is True
+    assert ctl.migration("web01")["phase"] == phases.QUIESCE
+    assert ctl.begin_switchover_if_due("web01") is False     # begun: nothing more to do

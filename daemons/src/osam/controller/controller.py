@@ -29,9 +29,6 @@ MAX_AGENT_VERSION = 64
 # Seconds after a scheduled window's end during which the move to quiesce is still accepted:
 # the receiver asks whether the switchover is due, then moves on, and the clock runs between
 # the two calls. A yes given inside the window must not turn into a failed migration.
-SWITCHOVER_START_GRACE = 5.0
-
-
 class Controller:
     def __init__(self, db_path: str, *, clock: Callable[[], float] = time.time):
         self._store = Store(db_path)
@@ -116,19 +113,31 @@ class Controller:
         if to_phase in (phases.FAILED, phases.NEEDS_OPERATOR) and reason is None:
             raise InvalidInput(f"{to_phase} needs a reason")
         with self._lock, self._store.transaction():
-            row = self._latest(name)
-            now = self._clock()
-            holds = (frozenset({phases.SWITCHOVER_IS_DUE}) if self._may_start_switchover(row, now)
-                     else frozenset())
-            phases.check_transition(row["phase"], to_phase, holds)
-            fields: Dict[str, Any] = {"phase": to_phase, "phase_since": now, "updated": now}
-            if to_phase in (phases.FAILED, phases.NEEDS_OPERATOR):
-                fields["reason"] = reason
-            if to_phase == phases.QUIESCE:
-                fields["lag_at_switchover"] = row["lag"]
-            self._store.update_migration(row["id"], **fields)
-            self._store.add_transition(row["id"], row["phase"], to_phase, now, reason)
-            return self._migration_dict(self._store.latest_migration(name))
+            return self._advance(self._latest(name), to_phase, reason, self._clock())
+
+    def _advance(self, row: sqlite3.Row, to_phase: str, reason: Optional[str], now: float) -> Dict[str, Any]:
+        """The move itself, inside the caller's transaction, judged at `now`."""
+        holds = frozenset({phases.SWITCHOVER_IS_DUE}) if self._due(row, now) else frozenset()
+        phases.check_transition(row["phase"], to_phase, holds)
+        fields: Dict[str, Any] = {"phase": to_phase, "phase_since": now, "updated": now}
+        if to_phase in (phases.FAILED, phases.NEEDS_OPERATOR):
+            fields["reason"] = reason
+        if to_phase == phases.QUIESCE:
+            fields["lag_at_switchover"] = row["lag"]
+        self._store.update_migration(row["id"], **fields)
+        self._store.add_transition(row["id"], row["phase"], to_phase, now, reason)
+        return self._migration_dict(self._store.latest_migration(row["guest"]))
+
+    def begin_switchover_if_due(self, name: str) -> bool:
+        """continuous_sync -> quiesce if the switchover is due now, in one transaction: a window
+        that closes between a check and the move can never fail the migration."""
+        check_guest_name(name)
+        with self._lock, self._store.transaction():
+            row, now = self._latest(name), self._clock()
+            if not self._due(row, now):
+                return False
+            self._advance(row, phases.QUIESCE, None, now)
+            return True
 
     def fail(self, name: str, reason: str) -> Dict[str, Any]:
         return self.advance(name, phases.FAILED, reason)
@@ -246,10 +255,6 @@ class Controller:
         return phases.switchover_due(row["phase"], row["switchover"],
                                      bool(row["switchover_requested"]), row["switchover_at"],
                                      pass_done, now, row["switchover_window_end"])
-
-    def _may_start_switchover(self, row: sqlite3.Row, now: float) -> bool:
-        """The guard of continuous_sync -> quiesce: due now, or due a moment ago (the grace)."""
-        return self._due(row, now) or self._due(row, now - SWITCHOVER_START_GRACE)
 
     @staticmethod
     def _window_missed(row: sqlite3.Row, now: float) -> bool:

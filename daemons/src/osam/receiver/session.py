@@ -256,11 +256,10 @@ class GuestSession:
         elif phase == phases.CONTINUOUS_SYNC:
             await self.command("continuous_sync", sync_id=self._next_sync_id(m, "continuous"))
             self.controller.update_progress(name, last_sync_at=time.time())  # first pass done
-            while not self.controller.switchover_due(name):
+            while not self.controller.begin_switchover_if_due(name):
                 await asyncio.sleep(POLL)
                 if self.controller.migration(name)["phase"] != phases.CONTINUOUS_SYNC:
                     return
-            self.controller.advance(name, phases.QUIESCE)
         elif phase == phases.QUIESCE:
             report = await self.command("quiesce")
             log.info("guest %s quiesced: %s", name, report)
