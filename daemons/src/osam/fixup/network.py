@@ -132,7 +132,7 @@ def mac_map(ctx: FixupContext, pairs: Sequence[NicPair]) -> MacMap:
 
 # -- facts ---------------------------------------------------------------------------------
 def distro_family(ctx: FixupContext) -> str:
-    """The colleague step's answer, else the replica's /etc/os-release, else the inventory."""
+    """The distro step's answer, else the replica's /etc/os-release, else the inventory."""
     family = (ctx.facts.get("distro") or {}).get("family")
     if family:
         return family
