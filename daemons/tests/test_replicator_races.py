@@ -4,6 +4,7 @@ import asyncio
 import os
 import socket
 import subprocess
+import time
 
 import pytest
 
@@ -96,3 +97,41 @@ def test_a_file_whose_directory_was_renamed_before_it_was_read_is_moved_not_dele
     assert [m for m in msgs if isinstance(m, Entry) and m.path == b"b/f"]
     replica = tmp_path / "replica" / "root"
     assert (replica / "b" / "f").read_bytes() == b"after" and not (replica / "a").exists()
+
+
+def test_a_full_sync_that_ends_before_its_survey_reports_what_it_walked_as_the_total(tmp_path, monkeypatch):
+    """On a busy machine the background survey can finish after the walk: the sync's result
+    must still carry totals (the progress the API shows), and the late survey must not move them."""
+    import threading
+    import osam.sentinel.replicator as rep
+    root = tmp_path / "root"
+    (root / "d").mkdir(parents=True)
+    for i in range(5):
+        (root / "d" / f"f{i}").write_bytes(b"x" * (1000 + i))
+    release = threading.Event()
+
+    def slow_survey(*args, **kwargs):
+        release.wait(10)
+        return 999, 999_999                                     # what a late survey would say
+    monkeypatch.setattr(rep, "survey", slow_survey)
+    monkeypatch.setattr(rep.os.path, "ismount", lambda path: False)
+    index = Index(str(tmp_path / "index.sqlite"))
+
+    async def run():
+        r = Replicator(os.fsencode(root), SentinelConfig(), index)
+        link, peer = await link_pair(index)
+        store = ReplicaStore(tmp_path / "replica")
+        applier = Applier("g", store, CheckpointJournal(tmp_path / "replica" / "checkpoint.json"))
+        receiver = asyncio.ensure_future(receive(peer, applier, []))
+        try:
+            return await r.full_sync(link, 1, None), r
+        finally:
+            release.set()
+            receiver.cancel()
+            r.stop_journal()
+
+    result, r = asyncio.run(run())
+    assert result["bytes_total"] == result["bytes_done"] == sum(1000 + i for i in range(5))
+    assert result["files_total"] == result["files_done"] > 0
+    time.sleep(0.2)                                            # the survey ends now: too late to count
+    assert (r.stats.bytes_total, r.stats.files_total) == (result["bytes_total"], result["files_total"])

@@ -45,6 +45,14 @@ class Stats:
         self.files_total = self.bytes_total = 0
         self.bytes_sent = 0
         self.counted = False
+        self.lock = threading.Lock()     # the background survey and the walk's end both set totals
+
+    def set_totals(self, files: int, size: int) -> None:
+        """The first answer wins: the survey's, or what a finished full sync walked."""
+        with self.lock:
+            if not self.counted:
+                self.files_total, self.bytes_total = files, size
+                self.counted = True
 
     def add_data(self, nbytes: int, *, after_full_sync: bool) -> None:
         self.bytes_done += nbytes
@@ -113,13 +121,11 @@ class Replicator:
 
         if os.path.ismount(self.root):  # a whole file system, "/" most often: ask it
             local = [rel for rel in self.mounts.known - self.mounts.foreign if self.mounts(rel)]
-            stats.files_total, stats.bytes_total = totals_from_file_systems(self.root, local)
-            stats.counted = True
+            stats.set_totals(*totals_from_file_systems(self.root, local))
             return
 
         def count():
-            stats.files_total, stats.bytes_total = survey(self.root, self.mounts.is_foreign_mount)
-            stats.counted = True
+            stats.set_totals(*survey(self.root, self.mounts.is_foreign_mount))
 
         threading.Thread(target=count, name="osam-count", daemon=True).start()
 
@@ -244,6 +250,8 @@ class Replicator:
             prefetcher.close()
         # Changes to entries walked before this process started were never watched.
         self.changes.needs_verify = not self.watching_since_sync_start
+        # A survey still running on a busy machine: the finished walk has seen the whole tree.
+        self.stats.set_totals(self.stats.files_done, self.stats.bytes_done)
         return await self._end(link, sync_id)
 
     async def _end(self, link: DataLink, sync_id: int) -> dict:
