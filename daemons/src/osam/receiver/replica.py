@@ -16,7 +16,7 @@ import os
 from typing import Any, Dict, List, Optional
 
 from ..common.atomic import atomic_write
-from ..storage.replica_disks import IMAGE_SUFFIX, ReplicaDisks
+from ..storage.replica_disks import ReplicaDisks, default_image_path
 from .store import ReplicaStore
 
 log = logging.getLogger("osam.receiver")
@@ -25,6 +25,8 @@ DISK, TREE = "disk", "tree"
 FORMATS = (DISK, TREE)
 VM_FILE = "vm.json"
 FIXUP_REPORT = "fixup-report.json"
+
+
 def vmware_mac(seed: str, index: int) -> str:
     """A stable address in VMware's range for manually assigned MACs (00:50:56:00-3F:xx:xx)."""
     digest = hashlib.sha256(f"{seed}/{index}".encode()).digest()
@@ -69,7 +71,9 @@ class DiskReplica(TreeReplica):
 
     def prepare(self, guest: str, inventory: Dict[str, Any]) -> None:
         """Build the images once (idempotent) and mount them, where the VM definition says."""
-        vm = self.vm() if os.path.exists(self.vm_path) else self.save_vm(self.vm_draft(guest, inventory))
+        vm = self.vm_draft(guest, inventory)
+        if not os.path.exists(self.vm_path):
+            self.save_vm(vm)
         self.disks = ReplicaDisks(self.replica_dir, inventory.get("layout") or {},
                                   image_paths={d["name"]: d["image"] for d in vm["disks"]})
         if not self.disks.created():
@@ -128,7 +132,7 @@ class DiskReplica(TreeReplica):
             "firmware": (layout.get("boot") or {}).get("mode") or "bios",
             "storage": "pvscsi",
             "disks": [{"name": d["name"], "size": d["size"],
-                       "image": os.path.join(self.replica_dir, "disks", d["name"] + IMAGE_SUFFIX)}
+                       "image": default_image_path(self.replica_dir, d["name"])}
                       for d in layout.get("disks") or []],
             "nics": [{"mac": vmware_mac(guest, i), "model": "vmxnet3", "source_name": n.get("name"),
                       "source_mac": n.get("mac")} for i, n in enumerate(hardware_nics(inventory))],

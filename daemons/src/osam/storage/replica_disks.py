@@ -31,6 +31,11 @@ _DISK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 STATE_VERSION = 1
 
 
+def default_image_path(replica_dir: str, disk_name: str) -> str:
+    """Where a disk's image goes unless the destination places it elsewhere (a datastore)."""
+    return os.path.join(os.path.abspath(replica_dir), "disks", disk_name + IMAGE_SUFFIX)
+
+
 def layout_digest(layout: Dict[str, Any]) -> str:
     keep = {k: layout.get(k) for k in ("disks", "filesystems", "lvm")}
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()
@@ -72,7 +77,7 @@ class ReplicaDisks:
 
     # -- building -------------------------------------------------------------------------
     def image_path(self, name: str) -> str:
-        return self._image_paths.get(name) or os.path.join(self.disks_dir, name + IMAGE_SUFFIX)
+        return self._image_paths.get(name) or default_image_path(self.replica_dir, name)
 
     def images(self) -> List[str]:
         return [self.image_path(name) for name in self._disks]
