@@ -31,6 +31,8 @@ APT_PACKAGES=(
     # the vSphere API simulator (govmomi's vcsim) the tests run against: scripts/build-vcsim.sh
     # builds it from Debian's own Go toolchain and govmomi sources (no Go module proxy needed)
     golang-go golang-github-vmware-govmomi-dev
+    # Windows replicas: NTFS images and mounts (ntfs-3g over FUSE), registry hives (hivex)
+    ntfs-3g python3-hivex libhivex-bin
 )
 VENV="$OSAM_ROOT/.venv"
 PY_BASE=/usr/bin/python3
