@@ -374,3 +374,28 @@ def test_the_hivex_loader_ignores_an_extension_for_another_python(tmp_path):
     (tmp_path / "hivex" / "__init__.py").write_text("import libhivexmod\n")
     (tmp_path / "libhivexmod.cpython-39-x86_64-linux-gnu.so").write_bytes(b"")
     assert hivex_loader._extension_path(str(tmp_path)) is None
+
+
+def test_nics_pair_in_inventory_order_skipping_virtual_adapters(tmp_path):
+    """No interface GUID in the inventory: the interface holding the NIC's address is the one;
+    a Hyper-V virtual switch adapter gets no destination NIC."""
+    root = make_volume(tmp_path)
+    inv = {"agent": {"python": PYTHON}, "os": {"system_drive": "d:"},
+           "nics": [{"name": "vEthernet (Default Switch)", "mac": "00:15:5d:00:00:01", "physical": False},
+                    {"name": "Ethernet", "mac": "52:54:00:12:34:56",
+                     "addresses": [{"family": "inet", "address": "192.0.2.10", "prefix": 24}]}]}
+    report = fixup_volume(str(root), inv, target(make_cache(tmp_path)), str(tmp_path / "w"))
+    assert [(n["mac"], n["source_name"]) for n in report["firstboot"]["network"]] == [(NEW_MACS[0], "Ethernet")]
+    assert report["firstboot"]["directory"] == r"D:\ProgramData\VMware\osam\firstboot"
+    assert r'--config "D:\ProgramData\VMware\osam\firstboot\firstboot.json"' in \
+        Reader(system_hive(root)).value(f"{CS}\\Services\\vmware-osam-firstboot", "ImagePath")[1]
+
+
+def test_static_settings_without_a_destination_nic_are_reported(tmp_path):
+    root = make_volume(tmp_path)
+    report = fixup_volume(str(root), inventory(), WindowsTarget(nics=[], package_cache=str(make_cache(tmp_path))),
+                          str(tmp_path / "w"))
+    assert report["firstboot"]["network"] == []
+    assert any("has static settings but the destination VM has only 0 NIC(s)" in w for w in report["warnings"])
+    interface = f"{CS}\\Services\\Tcpip\\Parameters\\Interfaces\\{regf.STATIC_INTERFACE}"
+    assert Reader(system_hive(root)).value(interface, "IPAddress") == (7, ["192.0.2.10"])

@@ -79,9 +79,12 @@ def _prefix(address: str, mask: str) -> Optional[int]:
 
 # -- pairing with the destination's NICs -------------------------------------------------------
 def source_nics(inventory: Dict[str, Any]) -> List[Dict[str, Any]]:
-    """The inventory's adapters that have a hardware address, in the inventory's order."""
+    """The inventory's physical Ethernet adapters, in the inventory's order: the ones the
+    destination VM gets a NIC for."""
     return [nic for nic in inventory.get("nics") or []
-            if _mac(nic.get("mac")) not in ("", "00:00:00:00:00:00")]
+            if _mac(nic.get("mac")) not in ("", "00:00:00:00:00:00")
+            and nic.get("physical", True) is not False
+            and nic.get("link_type", "ether") == "ether"]
 
 
 def plan(interfaces: Sequence[InterfaceSettings], inventory: Dict[str, Any], nics: Sequence[Nic],
@@ -129,9 +132,10 @@ def _warn_ipv6(nic: Dict[str, Any], warnings: List[str]) -> None:
             address = ipaddress.IPv6Address(str(a.get("address")).split("%")[0])
         except ValueError:
             continue
-        if address.is_global and not a.get("dynamic", False):
+        if address.is_global:
             warnings.append(f"{STEP}: {nic.get('name') or nic.get('mac')} has the IPv6 address "
-                            f"{address}; IPv6 settings are not carried: set it again after the switchover")
+                            f"{address}; static IPv6 settings are not carried: if it was set by "
+                            f"hand, set it again after the switchover")
             return
 
 

@@ -257,7 +257,7 @@ class Fixup:
                       "adapters, and drivers and VMware Tools must be installed after the switchover")
             return None, []
         plan = firstboot_files.FirstBootPlan(
-            python=python, drive=str(self.inventory.get("system_drive") or "C:").rstrip("\\"),
+            python=python, drive=system_drive(self.inventory),
             driver_dirs=firstboot_files.driver_packages(cache, storage_kind), tools=tools)
         plan.network = network.plan(self.source_interfaces(original_system), self.inventory,
                                     self.target.nics, self.report["warnings"])
@@ -273,6 +273,13 @@ class Fixup:
             return network.read_interfaces(hive, system_hive.current_control_set(hive))
         finally:
             hive.close()
+
+
+def system_drive(inventory: Dict[str, Any]) -> str:
+    """The source's system drive ("C:"), where the first-boot files are found again."""
+    os_info = inventory.get("os") if isinstance(inventory.get("os"), dict) else {}
+    drive = str(os_info.get("system_drive") or inventory.get("system_drive") or "C:")
+    return drive.rstrip("\\/")[:2].upper()
 
 
 # -- command line ----------------------------------------------------------------------------------
