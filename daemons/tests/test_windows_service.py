@@ -2,6 +2,7 @@
 would see (statuses in order, exit codes) and what the sentinel's main sees (its stop event)."""
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 
@@ -126,3 +127,32 @@ def test_nothing_is_reported_after_stopped():
 def test_the_module_imports_without_windows():
     with pytest.raises((AttributeError, OSError, ImportError)):
         svc.Advapi32()                               # ctypes.WinDLL exists on Windows only
+
+
+def test_the_services_stop_event_cancels_the_agents_task():
+    from osam.sentinel.main import cancel_when_set
+
+    async def scenario():
+        stop = threading.Event()
+        task = asyncio.ensure_future(asyncio.sleep(30))
+        cancel_when_set(stop, asyncio.get_running_loop(), task)
+        threading.Timer(0.05, stop.set).start()      # STOP arrives on another thread
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 5)
+        assert task.cancelled()
+
+    asyncio.run(scenario())
+
+
+def test_service_flag_is_refused_off_windows_and_linux_defaults_are_unchanged(capsys):
+    from osam.sentinel import main as sentinel_main
+
+    base = ["--gateway", "gw:8443", "--pki", "/p", "--name", "g1"]
+    assert sentinel_main.main(base + ["--service"]) == 2
+    assert "--service is for Windows" in capsys.readouterr().err
+    args = sentinel_main.parse_args(base)
+    assert (args.root, args.state, args.etc) == ("/", "/var/lib/vmware-hcx-osam", "/opt/vmware/hcx/osam")
+    assert args.service is False and args.log_file is None
+    assert sentinel_main.default_power_off(None, "/") == "systemctl poweroff"
+    assert sentinel_main.default_power_off(None, "/mnt/guest") is None
+    assert sentinel_main.default_power_off("", "/") is None
