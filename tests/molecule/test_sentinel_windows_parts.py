@@ -3,7 +3,9 @@
   - the controller builds a win_amd64 wheelhouse in which every dependency is a Windows wheel;
   - the two configuration files it templates (Windows cannot run the Python module
     sentinel_config) are read back by the sentinel's own parser with the intended values;
-  - the branch's settings are refused with the role's message when they are wrong."""
+  - the branch's settings are refused with the role's message when they are wrong;
+  - the command line the service is registered with, split as Windows splits it, is one the
+    sentinel's own argument parser accepts, with --service and the role's directories."""
 from __future__ import annotations
 
 import os
@@ -14,6 +16,7 @@ from pathlib import Path
 
 
 from osam.sentinel.config import load_config
+from osam.sentinel.main import parse_args
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -101,3 +104,76 @@ def test_windows_branch_refuses_an_out_of_range_retry_interval(tmp_path):
 """)
     assert done.returncode != 0
     assert "max_retry_interval" in done.stdout and "from 1 to 8" in done.stdout, explain(done)
+
+
+def windows_argv(command_line: str) -> list:
+    """CommandLineToArgvW's rules for what the role writes: double quotes group, backslashes
+    are literal unless they precede a quote (which the role refuses)."""
+    argv, current, quoted, started = [], [], False, False
+    for ch in command_line:
+        if ch == '"':
+            quoted, started = not quoted, True
+        elif ch in " \t" and not quoted:
+            if started:
+                argv.append("".join(current))
+            current, started = [], False
+        else:
+            current.append(ch)
+            started = True
+    if started:
+        argv.append("".join(current))
+    return argv
+
+
+def service_command(tmp_path: Path, extra_vars: str) -> str:
+    done = playbook(tmp_path, f"""
+- hosts: localhost
+  gather_facts: false
+  tasks:
+    - ansible.builtin.include_vars: {{file: "{ROLE}/defaults/main.yml"}}
+    - ansible.builtin.set_fact:
+{extra_vars}
+    - ansible.builtin.copy: {{content: "{{{{ osam_sentinel_windows_service_command }}}}", dest: "{tmp_path}/cmd.txt", mode: "0644"}}
+""")
+    assert done.returncode == 0, explain(done)
+    return (tmp_path / "cmd.txt").read_text()
+
+
+def test_the_service_command_line_runs_the_sentinel_as_a_windows_service(tmp_path):
+    line = service_command(tmp_path, """        osam_sentinel_name: web01
+        osam_sentinel_gateway: "gw.example:8443"
+        osam_sentinel_log_level: DEBUG
+        osam_sentinel_windows_extra_args: [--power-off-command, "shutdown.exe /s /t 60"]""")
+    argv = windows_argv(line)
+    home = "C:\\Program Files\\VMware\\HCX\\osam"
+    assert argv[:4] == [home + "\\venv\\Scripts\\python.exe", "-m", "osam.sentinel.main", "--service"]
+    args = parse_args(argv[3:])
+    assert args.service is True
+    assert args.gateway == ("gw.example", 8443) and args.name == "web01"
+    assert args.pki == home + "\\etc\\pki"
+    assert args.etc == home                          # excluded_paths and etc\\sync.params live here
+    assert args.state == home + "\\state"
+    assert args.log_file == home + "\\logs\\sentinel.log"
+    assert args.log_level == "DEBUG"
+    assert args.power_off_command == "shutdown.exe /s /t 60"
+    # The role's win_service task registers exactly this variable.
+    tasks = (ROLE / "tasks/windows.yml").read_text()
+    assert 'path: "{{ osam_sentinel_windows_service_command }}"' in tasks
+
+
+def test_windows_branch_refuses_a_directory_ending_in_a_backslash(tmp_path):
+    done = playbook(tmp_path, f"""
+- hosts: localhost
+  gather_facts: false
+  vars:
+    ansible_facts: {{os_family: Windows}}
+    osam_sentinel_cert: {tmp_path}/x.crt
+    osam_sentinel_key: {tmp_path}/x.key
+    osam_pki_dir: {tmp_path}
+    osam_sentinel_gateway: "gw.example:8443"
+    osam_sentinel_windows_dir: 'D:\\osam\\'
+  tasks:
+    - ansible.builtin.include_role: {{name: vmware.osam.sentinel, tasks_from: windows}}
+""")
+    assert done.returncode != 0
+    assert "may not end with a backslash" in done.stdout, explain(done)
