@@ -3,7 +3,7 @@ null for absent, enums as numbers or as names depending on the cmdlet, GUIDs in 
 drive letter as a character that is NUL when there is none."""
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping
+from typing import Any, List, Mapping
 
 
 def as_list(value: Any) -> List[Any]:
@@ -52,6 +52,3 @@ def enum_name(value: Any, names: Mapping[int, str]) -> str:
         return names.get(value, str(value))
     return text(value)
 
-
-def pick(obj: Any, *keys: str) -> Dict[str, Any]:
-    return {k: obj.get(k) for k in keys} if isinstance(obj, dict) else {}
