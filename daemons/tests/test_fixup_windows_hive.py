@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -218,7 +217,7 @@ def test_the_first_boot_service_and_its_files(fixed):
 
     staged = root / "ProgramData" / "VMware" / "osam" / "firstboot"
     config = json.loads((staged / "firstboot.json").read_text())
-    assert config["steps"] == ["network", "drivers", "tools"]
+    assert config["steps"] == ["drivers", "network", "tools"]
     assert config["python"] == PYTHON and config["service"] == "vmware-osam-firstboot"
     assert config["network"] == [{
         "mac": NEW_MACS[0], "source_mac": "52:54:00:12:34:56", "source_name": "Ethernet",

@@ -193,7 +193,7 @@ def test_fixup_of_a_windows_disk_image(site, label):
         assert (staged / "drivers" / "vmxnet3" / "vmxnet3.inf").exists()
         assert (staged / "VMware-tools-12.4.0-23259341-x86_64.exe").read_bytes() == b"MZ fake tools"
         hive_bytes = hive.read_bytes()
-    assert config["steps"] == ["network", "drivers", "tools"]
+    assert config["steps"] == ["drivers", "network", "tools"]
     assert [(n["mac"], n["ipv4"], n["gateways"], n["dns"]) for n in config["network"]] == [
         (NEW_MAC, [{"address": "192.0.2.10", "prefix": 24}], ["192.0.2.1"], ["192.0.2.53", "192.0.2.54"])]
     assert (work / "backup" / "SYSTEM").read_bytes()[:4] == b"regf"

@@ -8,7 +8,7 @@ firstboot.json (version 1):
   service        the first-boot service's name (the runner deletes it when done)
   directory      the Windows path of this directory
   python         the sentinel's python.exe on the replica
-  steps          the user-stage work, in order: "network", "drivers", "tools"
+  steps          the user-stage work, in order: "drivers", "network", "tools"
   network        [{mac, source_mac, source_name, source_interface, dhcp, ipv4: [{address, prefix}],
                    gateways, dns}]: settings for the destination NIC with `mac`
   drivers        [{name, inf}]: Windows paths of the staged driver packages' .inf files
@@ -52,7 +52,8 @@ class FirstBootPlan:
         return ntpath.join(self.windows_dir, CONFIG_NAME)
 
     def steps(self) -> List[str]:
-        wanted = [("network", self.network), ("drivers", self.driver_dirs), ("tools", self.tools)]
+        # The runner's order: drivers first, the new NICs appear once vmxnet3 is installed.
+        wanted = [("drivers", self.driver_dirs), ("network", self.network), ("tools", self.tools)]
         return [name for name, present in wanted if present]
 
 
