@@ -5,7 +5,8 @@ Decoding is strict: the field count and every field's type are checked, maps are
 so a hostile peer can only ever produce a ProtocolError.
 
 The control channel carries registration, commands and their results, progress and heartbeats;
-the data channel carries a sync: entries, file data, links, deletes, renames and checkpoints.
+the data channel carries a sync: entries, file data, links, deletes, renames and checkpoints; in
+block mode, whole disks (BlockDisk) with their changed blocks, and a final manifest.
 """
 from __future__ import annotations
 
@@ -305,6 +306,25 @@ class FileHole(Message):
     """Within an open file patched from its base: this range becomes a hole."""
     offset: int
     length: int
+
+
+@message(33)
+class BlockDisk(Message):
+    """Block mode: opens a whole disk of the replica, as Entry opens a file. FileData frames
+    (changed blocks), FileHole frames (blocks now all zeros) and a FileEnd follow."""
+    name: str
+    size: int
+    block_size: int
+
+
+@message(34)
+class BlockManifest(Message):
+    """Block mode, final sync: the xxh3-128 digests of blocks first, first + 1, ... of a disk as
+    the source has them after quiesce; the receiver checks its image against them."""
+    name: str
+    block_size: int
+    first: int
+    digests: bytes
 
 
 MESSAGE_TYPES = dict(_BY_TYPE)

@@ -7,11 +7,14 @@ import os
 from typing import List, Optional
 
 from ..common.fsentry import REGULAR, FsEntry
-from ..protocol import (Checkpoint, CheckpointAck, Delete, Entry, FileData, FileEnd, FileHole, HardLink,
-                        Heartbeat, Message, ProtocolError, Rename, Resend, SyncBegin, SyncEnd,
-                        SyncEndAck)
+from ..protocol import (BlockDisk, BlockManifest, Checkpoint, CheckpointAck, Delete, Entry, FileData,
+                        FileEnd, FileHole, HardLink, Heartbeat, Message, ProtocolError, Rename, Resend,
+                        SyncBegin, SyncEnd, SyncEndAck)
 from .checkpoint import CheckpointJournal, encode_cursor
 from .store import BaseMismatch, FileWriter, MissingEntry, ReplicaStore, StoreError, UnsafePath
+
+# Messages of the sync itself, in either mode; the others belong to one mode only.
+_EITHER_MODE = (Checkpoint, SyncBegin, SyncEnd, Heartbeat)
 
 log = logging.getLogger("osam.receiver.applier")
 
@@ -55,8 +58,13 @@ class Applier:
         if self.file is not None:
             raise Refused(f"{type(msg).__name__} inside a file")
         self.skip_file = False
+        blocks = self.store.kind == "blocks"
+        if isinstance(msg, (BlockDisk, BlockManifest)) != blocks and not isinstance(msg, _EITHER_MODE):
+            raise Refused(f"{type(msg).__name__} does not belong to a {'block' if blocks else 'file'}-mode replica")
         if isinstance(msg, Entry):
             return self._entry(msg)
+        if isinstance(msg, BlockDisk):
+            return self._open_disk(msg)
         try:
             if isinstance(msg, HardLink):
                 self.store.hardlink(msg.path, msg.target)
@@ -64,6 +72,8 @@ class Applier:
                 self.store.delete(msg.path)
             elif isinstance(msg, Rename):
                 self._rename(msg)
+            elif isinstance(msg, BlockManifest):
+                self._manifest(msg)
             elif isinstance(msg, Checkpoint):
                 # Directory times are restored here, in order with the changes around them;
                 # only the slow file-system sync runs elsewhere.
@@ -110,6 +120,24 @@ class Applier:
             raise Refused(f"bad entry {os.fsdecode(msg.path)!r}: {exc}") from None
         return []
 
+    def _open_disk(self, msg: BlockDisk) -> List[Message]:
+        if self.sync is None:
+            raise Refused("a disk outside a sync")
+        try:
+            self.file = self.store.open_disk(msg.name, msg.size, msg.block_size)
+        except StoreError as exc:
+            raise Refused(str(exc)) from None
+        self.file_size = msg.size
+        return []
+
+    def _manifest(self, msg: BlockManifest) -> None:
+        if self.sync is None:
+            raise Refused("a manifest outside a sync")
+        try:
+            self.store.add_manifest(msg.name, msg.block_size, msg.first, msg.digests)
+        except StoreError as exc:
+            raise Refused(str(exc)) from None
+
     def _write(self, msg) -> None:
         length = len(msg.data) if isinstance(msg, FileData) else msg.length
         if msg.offset < 0 or length < 0 or msg.offset + length > self.file_size:
@@ -148,6 +176,8 @@ class Applier:
             state = {"sync_id": msg.sync_id, "kind": msg.kind, "seq": 0, "cursor": None,
                      "complete": False, "migration": state.get("migration")}
         self.sync = state
+        if self.store.kind == "blocks":
+            self.store.begin_sync()
 
     def _durable(self, msg: Checkpoint) -> Message:
         """Blocking: sync the replica's file system, then record the step."""
@@ -162,10 +192,18 @@ class Applier:
 
     def _end_sync(self, msg: SyncEnd) -> Message:
         self.store.sync()
-        state = dict(self.sync or {}, sync_id=msg.sync_id, complete=True, cursor=None, stats=msg.stats)
+        stats = msg.stats
+        state = dict(self.sync or {}, sync_id=msg.sync_id, complete=True, cursor=None, stats=stats)
+        if self.store.kind == "blocks" and self.store.has_manifest():
+            # Blocking, like the sync before it: read the images back against the source's digests.
+            check = self.store.verify_manifests()
+            stats = dict(stats, manifest=check)
+            state.update(stats=stats, manifest_ok=check["ok"])
+            log.log(logging.INFO if check["ok"] else logging.WARNING, "%s: final manifest %s: %s", self.guest,
+                    "matches" if check["ok"] else "does NOT match", check["disks"])
         self.journal.commit(state)
         self.sync = None
-        return SyncEndAck(msg.sync_id, msg.stats)
+        return SyncEndAck(msg.sync_id, stats)
 
     def abort_file(self) -> None:
         if self.file is not None:

@@ -1,5 +1,9 @@
 """Where a guest's replica lives on the receiver, in one of two formats.
 
+`block`: raw images the guest's whole disks are copied into block by block (Windows guests,
+or Linux guests in block mode), whatever the receiver's format: nothing to build but sparse
+files of the disks' sizes, nothing mounted while they sync.
+
 `disk` (the default): raw images with the source's disks, partition tables and file systems
 (osam.storage), mounted while the migration syncs, fixed up for VMware's virtual hardware
 after the final sync, then unmounted: what the destination boots. `tree`: a plain directory
@@ -17,12 +21,13 @@ from typing import Any, Dict, List, Optional
 
 from ..common.atomic import atomic_write
 from ..storage.replica_disks import ReplicaDisks, default_image_path
+from .blockstore import BlockStore
 from .store import ReplicaStore
 
 log = logging.getLogger("osam.receiver")
 
-DISK, TREE = "disk", "tree"
-FORMATS = (DISK, TREE)
+DISK, TREE, BLOCK = "disk", "tree", "block"
+FORMATS = (DISK, TREE)      # what the receiver is told to make of file-mode guests
 VM_FILE = "vm.json"
 FIXUP_REPORT = "fixup-report.json"
 
@@ -139,7 +144,83 @@ class DiskReplica(TreeReplica):
         }
 
 
+class BlockReplica(DiskReplica):
+    format = BLOCK
+
+    def prepare(self, guest: str, inventory: Dict[str, Any]) -> None:
+        """Make (once) a sparse image per disk the guest replicates, where the VM definition says."""
+        vm = self.vm_draft(guest, inventory)
+        if not os.path.exists(self.vm_path):
+            self.save_vm(vm)
+        for disk in vm["disks"]:
+            _sparse_image(disk["image"], int(disk["size"]))
+
+    def images(self) -> Dict[str, str]:
+        return {d["name"]: d["image"] for d in self.vm()["disks"]}
+
+    def open_store(self) -> BlockStore:
+        return BlockStore(self.images())
+
+    def fixup(self, guest: str, inventory: Dict[str, Any]) -> Dict[str, Any]:
+        sysname = (inventory.get("kernel") or {}).get("sysname", "")
+        if sysname != "Windows":
+            return {"skipped": f"block-mode replicas of {sysname or 'unknown'} guests are not fixed up "
+                               "(Linux guests are fixed up in file mode)"}
+        from ..fixup.context import Nic
+        from ..fixup.windows.offline import WindowsTarget, fixup_windows
+
+        vm = self.vm()
+        target = WindowsTarget(nics=[Nic(n["mac"], n["model"]) for n in vm["nics"]],
+                               package_cache=self.package_cache)
+        report = fixup_windows(list(self.images().values()), inventory, target,
+                               os.path.join(self.replica_dir, "fixup"))
+        if report.get("storage") and report["storage"] != vm.get("storage"):
+            vm["storage"] = report["storage"]   # no pvscsi driver to give it: the inbox LSI SAS
+            self.save_vm(vm)
+        atomic_write(os.path.join(self.replica_dir, FIXUP_REPORT),
+                     json.dumps(report, indent=2, sort_keys=True).encode())
+        return report
+
+    def finish(self) -> None:
+        pass
+
+    def vm_draft(self, guest: str, inventory: Dict[str, Any]) -> Dict[str, Any]:
+        if os.path.exists(self.vm_path):
+            return self.vm()
+        vm = super().vm_draft(guest, inventory)
+        vm["disks"] = [{"name": d["name"], "size": d["size"], "image": default_image_path(self.replica_dir, d["name"])}
+                       for d in (inventory.get("replication") or {}).get("disks") or []]
+        boot = (inventory.get("layout") or {}).get("boot") or {}
+        vm["firmware"] = boot.get("mode") or inventory.get("boot") or "bios"
+        return vm
+
+
+def _sparse_image(path: str, size: int) -> None:
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        actual = os.stat(path).st_size
+        if actual != size:
+            raise RuntimeError(f"{path} is {actual} bytes, not the {size} of the guest's disk: "
+                               "the guest's disks changed; remove the replica to start over") from None
+        return
+    try:
+        os.ftruncate(fd, size)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replica_format_for(inventory: Optional[Dict[str, Any]], configured: str) -> str:
+    """Block-mode guests get block replicas; file-mode guests what the receiver is told."""
+    mode = ((inventory or {}).get("replication") or {}).get("mode")
+    return BLOCK if mode == "block" else configured
+
+
 def make_replica(replica_format: str, replica_dir: str, package_cache: Optional[str] = None) -> TreeReplica:
+    if replica_format == BLOCK:
+        return BlockReplica(replica_dir, package_cache)
     if replica_format not in FORMATS:
         raise ValueError(f"replica format must be one of {', '.join(FORMATS)}, not {replica_format!r}")
     return DiskReplica(replica_dir, package_cache) if replica_format == DISK else TreeReplica(replica_dir)

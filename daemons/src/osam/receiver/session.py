@@ -15,7 +15,7 @@ from ..protocol import (Command, CommandResult, Error, Heartbeat, ProtocolError,
 from ..transport.framed import FramedStream, LinkClosed
 from .applier import Applier, Refused
 from .checkpoint import CheckpointJournal, decode_cursor
-from .replica import TREE, make_replica
+from .replica import BLOCK, TREE, make_replica, replica_format_for
 from .store import ReplicaStore, StoreError
 from .worker import ApplyWorker
 
@@ -33,7 +33,9 @@ class GuestSession:
         self.controller = controller
         self.replica_dir = os.path.join(data_dir, "replicas", name)
         os.makedirs(self.replica_dir, exist_ok=True)
-        self.replica = make_replica(replica_format, self.replica_dir, package_cache)
+        self.replica_format, self.package_cache = replica_format, package_cache
+        known = (controller.guest(name) or {}).get("inventory")
+        self.replica = make_replica(replica_format_for(known, replica_format), self.replica_dir, package_cache)
         self.fixup_enabled = fixup
         self.cutover_factory = cutover_factory      # session -> Cutover (osam.receiver.cutover)
         self.cutover_task: Optional[asyncio.Task] = None
@@ -60,6 +62,7 @@ class GuestSession:
         if not isinstance(reg, Register):
             raise ProtocolError(f"expected Register, got {type(reg).__name__}")
         self.controller.register_guest(self.name, reg.inventory, reg.agent_version)
+        self._match_replica(reg.inventory)
         self.controller.set_connected(self.name, True)
         self.config = reg.config
         m = self.controller.migration(self.name)
@@ -98,6 +101,21 @@ class GuestSession:
                 self.controller.set_connected(self.name, False)
                 if self.data_task:
                     self.data_task.cancel()
+
+    def _match_replica(self, inventory: dict) -> None:
+        """A guest that registers in block mode gets a block replica (and the other way round),
+        as long as nothing of the replica is in use yet."""
+        wanted = replica_format_for(inventory, self.replica_format)
+        if wanted == self.replica.format or self.store is not None:
+            return
+        if self.replica.format != TREE and self.replica_ready.is_set():
+            return
+        self.replica = make_replica(wanted, self.replica_dir, self.package_cache)
+        self._destination = None
+        if wanted == TREE:
+            self.replica_ready.set()
+        else:
+            self.replica_ready.clear()
 
     @staticmethod
     async def _heartbeat(stream: FramedStream) -> None:
@@ -291,6 +309,11 @@ class GuestSession:
         """Fix the replica up (a disk replica, unless disabled), then let go of its disks."""
         name = self.name
         await self._close_store()
+        if self.replica.format == BLOCK:
+            state = self.journal.load()
+            if not state.get("manifest_ok"):
+                raise RuntimeError("the block replica was not checked against the source's final manifest "
+                                   f"(final sync {state.get('sync_id')}: {state.get('stats', {}).get('manifest')})")
         await self._replica_mounted()
         loop = asyncio.get_running_loop()
         guest = self.controller.guest(name) or {}

@@ -312,6 +312,8 @@ class ReplicaStore:
     """One guest's replica tree. Not thread-safe: drive it from one thread (a FileWriter's
     write() may run anywhere). OSErrors of the file system itself (EPERM, ENOSPC) propagate."""
 
+    kind = "files"
+
     def __init__(self, replica_dir: Union[str, bytes, "os.PathLike[str]"],
                  mounts: Optional[List[bytes]] = None):
         self.replica_dir = os.fsdecode(replica_dir)

@@ -8,14 +8,16 @@ import logging
 import os
 import subprocess
 import time
-from typing import Optional
+from typing import Optional, Sequence
 
 from .. import __version__
 from ..common import service
+from ..common.blockscan import DEFAULT_BLOCK
 from ..protocol import (CHANNEL_CONTROL, CHANNEL_DATA, Command, CommandResult, Error, Heartbeat,
                         ProtocolError, Progress, Register, Welcome)
 from ..transport import TransportError, client_context, connect
 from ..transport.framed import FramedStream, LinkClosed
+from .block_replicator import RESCAN_INTERVAL, BlockDiskSpec, BlockReplicator
 from .config import SentinelConfig
 from .datalink import DataLink
 from .index import Index
@@ -44,6 +46,11 @@ class AgentOptions:
     # command, or None to stop only this sentinel (a root other than "/" is not this machine).
     power_off_command: Optional[str] = None
     power_off_delay: float = 1.0    # seconds between answering and acting, so the answer gets out
+    # Block mode reads these disks whole instead of replicating the files under root.
+    mode: str = "file"
+    block_disks: Sequence[BlockDiskSpec] = ()
+    block_size: int = DEFAULT_BLOCK
+    rescan_interval: float = RESCAN_INTERVAL
 
 
 class Agent:
@@ -51,8 +58,12 @@ class Agent:
         self.opts = opts
         self.config = config
         os.makedirs(opts.state, mode=0o700, exist_ok=True)
-        self.index = Index(os.path.join(opts.state, "index.sqlite"))
-        self.replicator = Replicator(os.fsencode(opts.root), config, self.index, own_dirs=(opts.state,))
+        if opts.mode == "block":
+            self.replicator = BlockReplicator(opts.block_disks, config, opts.state, opts.block_size,
+                                              opts.rescan_interval)
+        else:
+            index = Index(os.path.join(opts.state, "index.sqlite"))
+            self.replicator = Replicator(os.fsencode(opts.root), config, index, own_dirs=(opts.state,))
         self.ssl = client_context(opts.pki, "sentinel", opts.name)
         self.quiesce_report: Optional[dict] = None
         self.continuous: Optional[asyncio.Task] = None
@@ -93,7 +104,15 @@ class Agent:
     def inventory(self) -> dict:
         if self._inventory is None:
             self._inventory = collect_inventory(self.opts.root if self.opts.root != "/" else "/")
+            self._inventory["replication"] = self.replication()
         return self._inventory
+
+    def replication(self) -> dict:
+        """How this guest replicates, for the receiver (which makes the replica to match)."""
+        if self.opts.mode != "block":
+            return {"mode": "file"}
+        return {"mode": "block", "block_size": self.opts.block_size,
+                "disks": [{"name": d.name, "path": d.path, "size": d.size} for d in self.opts.block_disks]}
 
     async def session(self) -> None:
         control = await self._open(CHANNEL_CONTROL)
@@ -112,7 +131,7 @@ class Agent:
             hello = await data.recv(timeout=CONNECT_TIMEOUT)
             if not isinstance(hello, Welcome):
                 raise ProtocolError(f"expected Welcome on the data channel, got {type(hello).__name__}")
-            self.link = DataLink(data, self.index, self.replicator.resend)
+            self.link = DataLink(data, self.replicator.index, self.replicator.resend)
             log.info("registered as %s (phase %s)", welcome.guest, welcome.phase)
             service.notify_status(f"registered, phase {welcome.phase}")
             reporter = asyncio.ensure_future(self._report(control))
@@ -186,6 +205,7 @@ class Agent:
             await self._stop_continuous()
             self.quiesce_report = await asyncio.get_running_loop().run_in_executor(
                 None, lambda: quiesce(self.config, root=self.opts.root))
+            self.replicator.quiesced(self.quiesce_report)
             return self.quiesce_report
         if cmd.action == "unquiesce":
             if self.quiesce_report:

@@ -111,6 +111,9 @@ class Replicator:
         self.changes.dirty.setdefault(path, time.monotonic())
         self.changes.changed.set()
 
+    def quiesced(self, report: dict) -> None:
+        """File mode reads the live tree, which the quiesce has brought to rest."""
+
     def is_own(self, path: bytes) -> bool:
         return any(is_under(path, own) for own in self.own)
 
