@@ -14,6 +14,8 @@ TEMP_SUFFIX = ".tmp"
 
 def fsync_dir(path: PathLike) -> None:
     """Make a directory's entries (a created, renamed or removed name) durable."""
+    if not hasattr(os, "O_DIRECTORY"):
+        return  # Windows: a directory cannot be opened to sync; NTFS journals the rename itself
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)

@@ -40,7 +40,8 @@ def zero_digest(length: int) -> bytes:
 
 
 def valid_block_size(size: int) -> bool:
-    return 64 << 10 <= size <= 16 << 20 and size & (size - 1) == 0
+    """A power of two from 64 KiB to 4 MiB: a block travels as one frame (8 MiB at most)."""
+    return 64 << 10 <= size <= 4 << 20 and size & (size - 1) == 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +94,10 @@ class DiskSource:
                     limit = min(limit, o.offset - pos)
                     break
             n = _pread_into(self._fd(path), view[done:done + limit], pos - base)
+            if n == 0 and path != self.path:
+                # A snapshot device can be a little shorter than its partition: the rest is
+                # outside the volume's file system, read it from the disk itself.
+                n = _pread_into(self._fd(self.path), view[done:done + limit], pos)
             if n == 0:
                 raise OSError(f"{path}: unexpected end of data at {pos - base} while reading disk {self.name}")
             done += n

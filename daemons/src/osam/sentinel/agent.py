@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import os
 import subprocess
+import sys
 import time
 from typing import Optional, Sequence
 
@@ -26,6 +27,8 @@ from .quiesce import quiesce, unquiesce
 from .replicator import Replicator
 
 log = logging.getLogger("osam.sentinel")
+
+WINDOWS = sys.platform == "win32"
 
 PROGRESS_EVERY = 1.0
 CONNECT_TIMEOUT = 15.0
@@ -103,9 +106,29 @@ class Agent:
 
     def inventory(self) -> dict:
         if self._inventory is None:
-            self._inventory = collect_inventory(self.opts.root if self.opts.root != "/" else "/")
+            if WINDOWS:
+                from .windows.commands import LiveWindowsHost
+                from .windows.inventory import collect_windows_inventory
+                self._inventory = collect_windows_inventory(LiveWindowsHost())
+            else:
+                self._inventory = collect_inventory(self.opts.root if self.opts.root != "/" else "/")
             self._inventory["replication"] = self.replication()
         return self._inventory
+
+    def _quiesce(self) -> dict:
+        if WINDOWS:
+            from .windows.commands import LiveWindowsHost
+            from .windows.quiesce import quiesce_windows
+            return quiesce_windows(LiveWindowsHost(), self.config, self.inventory().get("layout") or {})
+        return quiesce(self.config, root=self.opts.root)
+
+    def _unquiesce(self, report: dict) -> None:
+        if WINDOWS:
+            from .windows.commands import LiveWindowsHost
+            from .windows.quiesce import unquiesce_windows
+            unquiesce_windows(LiveWindowsHost(), report)
+        else:
+            unquiesce(report)
 
     def replication(self) -> dict:
         """How this guest replicates, for the receiver (which makes the replica to match)."""
@@ -203,13 +226,12 @@ class Agent:
             return await self._stop_continuous()
         if cmd.action == "quiesce":
             await self._stop_continuous()
-            self.quiesce_report = await asyncio.get_running_loop().run_in_executor(
-                None, lambda: quiesce(self.config, root=self.opts.root))
+            self.quiesce_report = await asyncio.get_running_loop().run_in_executor(None, self._quiesce)
             self.replicator.quiesced(self.quiesce_report)
             return self.quiesce_report
         if cmd.action == "unquiesce":
             if self.quiesce_report:
-                await asyncio.get_running_loop().run_in_executor(None, unquiesce, self.quiesce_report)
+                await asyncio.get_running_loop().run_in_executor(None, self._unquiesce, self.quiesce_report)
             return {}
         if cmd.action == "final_sync":
             await self._stop_continuous()

@@ -6,20 +6,25 @@ import asyncio
 import logging
 import logging.handlers
 import os
+import re
 import signal
 import sys
 import threading
-from typing import Optional
+from typing import List, Optional, Tuple
 
 from ..common import service
 from ..common.hostport import parse_hostport
+from ..common.blockscan import DEFAULT_BLOCK, valid_block_size
 from .agent import Agent, AgentOptions
+from .block_replicator import RESCAN_INTERVAL, BlockDiskSpec
 from .config import DEFAULT_ETC, ConfigError, load_config
 from .quiesce import SENTINEL_SERVICE
+from .windows.disk import disk_size
 
 WINDOWS = sys.platform == "win32"
 # On Windows the role installs under this directory (osam_sentinel_windows_dir) and passes it.
 WINDOWS_DIR = r"C:\Program Files\VMware\HCX\osam"
+DISK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 LOG_FILE_BYTES, LOG_FILE_BACKUPS = 10 * 1024 * 1024, 5
 
 
@@ -43,6 +48,17 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="how the switchover powers this machine off after the final sync (default: "
                         "systemctl poweroff, on Windows shutdown /s, when replicating the whole "
                         "machine; with another root only the sentinel stops)")
+    p.add_argument("--mode", choices=("file", "block"), default="block" if WINDOWS else "file",
+                   help="file: replicate the files under --root (Linux); block: read whole disks and "
+                        "send changed blocks (Windows; Linux disks on request) (default %(default)s)")
+    p.add_argument("--disk", action="append", default=[], metavar="[NAME=]PATH", type=parse_disk,
+                   help="block mode: a disk to replicate (a device or an image file), repeatable; the "
+                        "name is the replica image's (default: the file's name). Default: every disk "
+                        "of this machine (Windows); Linux needs them named")
+    p.add_argument("--block-size", type=parse_block_size, default=DEFAULT_BLOCK, metavar="BYTES",
+                   help="block mode: bytes per block, a power of two from 64 KiB to 4 MiB (default 1 MiB)")
+    p.add_argument("--rescan-interval", type=float, default=RESCAN_INTERVAL, metavar="SECONDS",
+                   help="block mode: seconds between continuous passes over the disks (default %(default)s)")
     p.add_argument("--service", action="store_true",
                    help="Windows: run under the service manager as %s (what the service's "
                         "command line says)" % SENTINEL_SERVICE)
@@ -79,9 +95,55 @@ def serve(args: argparse.Namespace, stop: Optional[threading.Event] = None) -> i
             print(f"osam-sentinel: {exc}", file=sys.stderr)
         return 2
     host, port = args.gateway
+    try:
+        disks = block_disks(args.disk) if args.mode == "block" else []
+    except (OSError, ValueError) as exc:
+        logging.getLogger("osam.sentinel").error("%s", exc)
+        if sys.stderr is not None:
+            print(f"osam-sentinel: {exc}", file=sys.stderr)
+        return 2
     opts = AgentOptions(host, port, args.pki, args.name, args.root, args.state, args.retry_min, args.retry_max,
-                        power_off_command=default_power_off(args.power_off_command, args.root))
+                        power_off_command=default_power_off(args.power_off_command, args.root),
+                        mode=args.mode, block_disks=disks, block_size=args.block_size,
+                        rescan_interval=args.rescan_interval)
     return asyncio.run(_run(opts, config, stop))
+
+
+def parse_disk(text: str) -> Tuple[str, str]:
+    name, sep, path = text.partition("=")
+    if not sep:
+        name, path = _image_name(text), text
+    if not DISK_NAME.match(name):
+        raise argparse.ArgumentTypeError(f"disk name {name!r}: use letters, digits, '.', '_' and '-' (NAME=PATH)")
+    return name, path
+
+
+def _image_name(path: str) -> str:
+    base = os.path.basename(path.rstrip("/\\")) or "disk"
+    return re.sub(r"[^A-Za-z0-9._-]", "_", base).lstrip("._-") or "disk"
+
+
+def parse_block_size(text: str) -> int:
+    size = int(text)
+    if not valid_block_size(size):
+        raise argparse.ArgumentTypeError("must be a power of two from 65536 to 4194304")
+    return size
+
+
+def block_disks(named: List[Tuple[str, str]]) -> List[BlockDiskSpec]:
+    """The disks block mode reads, with their sizes; on Windows every disk by default."""
+    if not named:
+        if not WINDOWS:
+            raise ValueError("--mode block needs the disks to replicate (--disk NAME=PATH)")
+        from .windows.commands import LiveWindowsHost
+        from .windows.inventory import collect_windows_inventory
+        layout = collect_windows_inventory(LiveWindowsHost()).get("layout") or {}
+        named = [(d["name"], d["path"]) for d in layout.get("disks") or []]
+        if not named:
+            raise ValueError("no disks found to replicate (see the inventory's errors)")
+    if len({name for name, _ in named}) != len(named):
+        raise ValueError("two disks have the same name: name them (--disk NAME=PATH)")
+    return [BlockDiskSpec(name, path, disk_size(path)) for name, path in named]
 
 
 def default_power_off(command: Optional[str], root: str) -> Optional[str]:
