@@ -171,3 +171,16 @@ def test_package_file_names():
     assert parse_package_file("open-vm-tools-12.2.5-3.el9.src.rpm", "rpm") is None
     assert parse_package_file("open-vm-tools.deb", "deb") is None
     assert parse_package_file("open-vm-tools_12_amd64.deb", "rpm") is None
+
+
+def test_the_sentinel_copied_with_the_source_is_masked_once(tmp_path):
+    tree = F.debian12(tmp_path)
+    guest = F.FakeGuest(tree)
+    guest.put("/etc/systemd/system/vmware-hcx-osam-sentinel.service", "[Service]\nExecStart=/bin/true\n")
+    guest.put(f"{WANTS}/vmware-hcx-osam-sentinel.service", "")
+    ctx, _ = _run(tree, guest)
+    # An admin-dir unit file is replaced by the mask: the replica can no longer start it.
+    assert _link(tree, "/etc/systemd/system/vmware-hcx-osam-sentinel.service") == "/dev/null"
+    assert any("must not register" in c.detail for c in ctx.changes)
+    ctx, _ = _run(tree, guest)
+    assert not [c for c in ctx.changes if "sentinel" in c.detail]

@@ -73,6 +73,7 @@ VM_TOOLS = "open-vm-tools"
 VM_TOOLS_UNITS = ("open-vm-tools.service", "vmtoolsd.service")
 PACKAGES_DIR = STATE_DIR + "/packages"
 FIRSTBOOT_UNIT = "vmware-osam-firstboot-tools.service"
+SENTINEL_UNIT = "vmware-hcx-osam-sentinel.service"
 FIRSTBOOT_DONE = STATE_DIR + "/firstboot-tools.done"
 FIRSTBOOT_INSTALL = {
     DEBIAN: "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y open-vm-tools",
@@ -87,6 +88,7 @@ ARCHES = {"deb": ("amd64", "all"), "rpm": ("x86_64", "noarch")}
 def apply(ctx: FixupContext) -> None:
     packages = PackageDb.of(ctx)
     remove_old_tools(ctx, packages)
+    stop_migration_agent(ctx)
     if packages.has(VM_TOOLS) or (packages.kind is None and find_executable(ctx, "vmtoolsd")):
         enable_vm_tools(ctx)
         remove_firstboot_unit(ctx)
@@ -143,6 +145,13 @@ def remove_old_tools(ctx: FixupContext, packages: PackageDb) -> None:
     for package, why in REPORTED_ONLY.items():
         if packages.has(package):
             ctx.warn(STEP, why)
+
+
+def stop_migration_agent(ctx: FixupContext) -> None:
+    """The replica carries the source's sentinel and its certificate: started, it would register
+    as the source guest. Masked, it stays on disk for the operator to remove."""
+    if units.has_systemd(ctx) and units.unit_exists(ctx, SENTINEL_UNIT) and not units.is_masked(ctx, SENTINEL_UNIT):
+        units.mask(ctx, SENTINEL_UNIT, STEP, "the replica must not register as the source guest")
 
 
 def _remove_packages(ctx: FixupContext, packages: PackageDb, names: List[str], what: str) -> bool:
