@@ -182,7 +182,7 @@ BIOS_LAYOUT = {
 
 
 def test_guests_table(server, pki, ctl, capsys):
-    ctl.register_guest("web01", {"os": "debian", "layout": BIOS_LAYOUT}, "0.1.0")
+    ctl.register_guest("web01", {"os": "debian", "layout": BIOS_LAYOUT, "replication": {"mode": "file"}}, "0.1.0")
     ctl.start_migration("web01")
     code, out, _ = run(server, pki, capsys, "guests")
     lines = out.splitlines()
@@ -190,6 +190,7 @@ def test_guests_table(server, pki, ctl, capsys):
     assert lines[0].split()[-1] == "LAYOUT"
     assert lines[1].split()[:3] == ["db01", "yes", "0.1.0"] and lines[1].endswith(" -")
     assert lines[2].split()[:4] == ["web01", "yes", "0.1.0", "registered"]
+    assert lines[0].split()[-2] == "MODE" and " file " in lines[2]
     assert lines[2].endswith("  disks: sda 3.0 GiB dos; fs: / ext4, swap; boot: bios grub2")
     code, out, _ = run(server, pki, capsys, "guests", "--json")
     guests = json.loads(out)

@@ -264,9 +264,14 @@ def format_table(header: Sequence[str], rows: List[Sequence[str]]) -> str:
 
 def guests_table(guests: List[Dict[str, Any]]) -> str:
     rows = [(g["name"], "yes" if g.get("connected") else "no", g.get("agent_version") or "-",
-             g.get("migration_phase") or "-", g.get("last_seen") or "-",
+             g.get("migration_phase") or "-", g.get("last_seen") or "-", replication_mode(g.get("inventory")),
              layout_summary((g.get("inventory") or {}).get("layout"))) for g in guests]
-    return format_table(("NAME", "CONNECTED", "AGENT", "MIGRATION", "LAST SEEN", "LAYOUT"), rows)
+    return format_table(("NAME", "CONNECTED", "AGENT", "MIGRATION", "LAST SEEN", "MODE", "LAYOUT"), rows)
+
+
+def replication_mode(inventory: Optional[Dict[str, Any]]) -> str:
+    """file or block (whole disks); "-" for a sentinel that does not say."""
+    return str(((inventory or {}).get("replication") or {}).get("mode") or "-")
 
 
 def layout_summary(layout: Optional[Dict[str, Any]]) -> str:

@@ -234,6 +234,14 @@ guests:
               returned: always
               type: list
               elements: dict
+        replication:
+          description:
+            - How the guest replicates. C(mode) is C(file) (the files under its root) or C(block)
+              (whole disks, as Windows guests do); in block mode C(block_size) and C(disks), each with
+              C(name) (the replica image's), C(path) on the guest and C(size) in bytes.
+          returned: when the guest's sentinel reports it
+          type: dict
+          sample: {mode: block, block_size: 1048576, disks: [{name: PhysicalDrive0, path: '\\.\PhysicalDrive0', size: 85899345920}]}
     agent_version:
       description: Version of the sentinel.
       type: str
