@@ -191,3 +191,33 @@ def test_an_ntfs_disk_replicates_block_by_block_to_an_identical_image(site, ntfs
         copy.release()
     log = site.receiver.log()
     assert "final manifest matches" in log, log[-3000:]
+
+
+def test_a_receiver_killed_during_a_block_full_sync_resumes_at_its_checkpoint(site, tmp_path):
+    """Blocks are written in place; a restarted receiver resumes the full sync at the last
+    checkpoint's cursor, and the image still ends up identical."""
+    image = tmp_path / "disk.img"
+    size = 1 << 30
+    rnd = random.Random(5)
+    with open(image, "wb") as f:
+        f.truncate(size)
+        for offset in range(0, 768 << 20, 16 << 20):
+            f.seek(offset)
+            f.write(rnd.randbytes(12 << 20))      # data with gaps of zeros between
+    site.start_receiver(replica_format="disk")
+    site.start_gateway()
+    site.start_sentinel("blockguest", tmp_path, extra=["--mode", "block", "--disk", f"disk0={image}"])
+    wait_for(lambda: site.guest("blockguest"), 30, "the guest to register")
+    assert site.osamctl("migrate", "blockguest", "--switchover", "immediate").returncode == 0
+    site.wait_phase("blockguest", "full_sync", 60)
+    wait_for(lambda: (site.migration("blockguest")["bytes_done"] or 0) > size * 0.35, 120, "a third of the disk")
+    site.receiver.kill()
+    site.start_receiver(replica_format="disk")
+    site.wait_phase("blockguest", "completed", 240)
+    log = site.receiver.log()
+    resumed = [line for line in log.splitlines() if "full sync" in line and "resuming after" in line]
+    assert resumed and "disk0\\x00" in resumed[-1], log[-3000:]
+    offset = int(resumed[-1].rsplit("\\x00", 1)[1].rstrip("'"))
+    assert offset >= size * 0.2, resumed[-1]
+    replica_image = site.data / "replicas" / "blockguest" / "disks" / "disk0.raw"
+    assert sha256(replica_image) == sha256(image)
