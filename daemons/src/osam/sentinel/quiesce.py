@@ -73,10 +73,15 @@ def running_services(run: Run, timeout: float) -> List[str]:
 
 
 def run_hook(command: str, run: Run, timeout: float) -> Dict[str, Any]:
+    return hook_report(command, lambda: run(["/bin/sh", "-c", command], capture_output=True, text=True,
+                                            timeout=timeout))
+
+
+def hook_report(command: str, call: Callable[[], "subprocess.CompletedProcess"]) -> Dict[str, Any]:
+    """What a pre-quiesce hook did, for the report: `call` runs it (on whatever shell)."""
     report: Dict[str, Any] = {"command": command, "exit_code": None, "timed_out": False}
     try:
-        done = run(["/bin/sh", "-c", command], capture_output=True, text=True,
-                   timeout=timeout)
+        done = call()
     except subprocess.TimeoutExpired:
         report["timed_out"] = True
         return report

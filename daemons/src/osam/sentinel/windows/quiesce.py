@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import datetime
 import fnmatch
-import subprocess
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 from ..config import SentinelConfig
-from ..quiesce import OUTPUT_TAIL, SENTINEL_SERVICE
+from ..quiesce import SENTINEL_SERVICE, hook_report
 from .commands import WindowsHost, ps_quote
 from .vss import create_snapshots, delete_snapshots, overlays, snapshot_record, snapshot_targets
 
@@ -104,18 +103,7 @@ def flush_script(volumes: Sequence[str]) -> str:
 
 
 def run_hook(host: WindowsHost, command: str, timeout: float) -> Dict[str, Any]:
-    report: Dict[str, Any] = {"command": command, "exit_code": None, "timed_out": False}
-    try:
-        done = host.run('%s "%s"' % (HOOK_SHELL, command), timeout=timeout)
-    except subprocess.TimeoutExpired:
-        report["timed_out"] = True
-        return report
-    except OSError as exc:
-        report["error"] = str(exc)
-        return report
-    report["exit_code"] = done.returncode
-    report["output"] = ((done.stdout or "") + (done.stderr or ""))[-OUTPUT_TAIL:]
-    return report
+    return hook_report(command, lambda: host.run('%s "%s"' % (HOOK_SHELL, command), timeout=timeout))
 
 
 def _answers(doc: Any) -> List[Dict[str, Any]]:
