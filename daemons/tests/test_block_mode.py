@@ -14,7 +14,7 @@ from osam.receiver.applier import Applier, Refused
 from osam.receiver.blockstore import BlockStore
 from osam.receiver.checkpoint import CheckpointJournal
 from osam.sentinel.block_replicator import BlockDiskSpec, BlockReplicator
-from osam.sentinel.blockmap import BlockMap, BlockMaps
+from osam.sentinel.blockmap import SUB_BLOCK, BlockMap, BlockMaps, piece_digests
 from osam.sentinel.config import SentinelConfig
 from osam.sentinel.datalink import DataLink
 from osam.transport.framed import FramedStream, LinkClosed
@@ -92,13 +92,15 @@ def test_a_scan_stopped_half_way_ends_cleanly(tmp_path):
 def test_the_map_survives_a_restart_and_starts_over_when_the_disk_changes(tmp_path):
     path = str(tmp_path / "d.map")
     m = BlockMap(path, 10 * BS, BS)
-    m.write({3: b"\x01" * 16, 9: b"\x02" * 16})
+    pieces = piece_digests(b"\x07" * BS)
+    m.write({3: (b"\x01" * 16, pieces), 9: (b"\x02" * 16, None)})
     again = BlockMap(path, 10 * BS, BS)
     assert again.get(3) == b"\x01" * 16 and again.get(9) == b"\x02" * 16 and again.get(0) == bytes(16)
+    assert again.pieces_of(3) == pieces and again.pieces_of(9) is None and again.pieces_of(0) is None
     resized = BlockMap(path, 11 * BS, BS)
-    assert resized.get(3) == bytes(16)     # a resized disk is sent whole again
+    assert resized.get(3) == bytes(16) and resized.pieces_of(3) is None  # a resized disk is sent whole again
     with pytest.raises(ValueError):
-        resized.write({11: b"\x01" * 16})
+        resized.write({11: (b"\x01" * 16, None)})
 
 
 def test_disk_names_cannot_reach_outside_the_state_directory(tmp_path):
@@ -236,7 +238,8 @@ def test_a_continuous_pass_sends_only_the_changed_blocks(tmp_path):
         stop = asyncio.Event()
         return await r.continuous_sync(link, 2, stop, first_pass_done=stop.set)
     _, sent = site.run(one_pass)
-    assert sorted(m.offset for m in data_frames(sent)) == [5 * BS, 60 * BS]
+    # Only the 16 KiB pieces that changed travel, not the blocks around them.
+    assert sorted((m.offset, len(m.data)) for m in data_frames(sent)) == [(5 * BS, SUB_BLOCK), (60 * BS, SUB_BLOCK)]
     assert [(m.offset, m.length) for m in sent if isinstance(m, FileHole)] == [(40 * BS, BS)]
     assert sha(site.image) == sha(site.disk)
     # Nothing changed since: the next pass sends nothing.
@@ -310,3 +313,56 @@ def test_the_final_sync_fails_when_the_replica_keeps_differing(tmp_path):
 
 def test_zero_digest_is_the_digest_of_zeros():
     assert zero_digest(BS) == digest(bytes(BS))
+
+
+def test_small_writes_across_a_block_send_only_their_pieces(tmp_path):
+    site = Site(tmp_path)
+    site.run(lambda r, link: r.full_sync(link, 1, None))
+    with open(site.disk, "r+b") as f:
+        for offset in (BS + 10, BS + SUB_BLOCK - 2, BS + 3 * SUB_BLOCK + 5):   # two pieces touched, one run
+            f.seek(offset)
+            f.write(b"abcd")
+
+    async def one_pass(r, link):
+        stop = asyncio.Event()
+        return await r.continuous_sync(link, 2, stop, first_pass_done=stop.set)
+    result, sent = site.run(one_pass)
+    assert [(m.offset, len(m.data)) for m in data_frames(sent)] == [
+        (BS, 2 * SUB_BLOCK), (BS + 3 * SUB_BLOCK, SUB_BLOCK)]
+    assert result["bytes_changed"] == 3 * SUB_BLOCK
+    assert sha(site.image) == sha(site.disk)
+
+
+def test_blocks_in_flight_when_the_sentinel_dies_are_sent_whole_again(tmp_path):
+    """The receiver writes blocks in place before their checkpoint: after a link drop or a
+    sentinel restart, the sentinel must not trust what it last had acknowledged for them."""
+    site = Site(tmp_path)
+    site.run(lambda r, link: r.full_sync(link, 1, None))
+    original = site.disk.read_bytes()[5 * BS:5 * BS + 12]
+    with open(site.disk, "r+b") as f:
+        f.seek(5 * BS)
+        f.write(b"first change")
+
+    def drop_at_the_checkpoint(msg):
+        from osam.protocol import Checkpoint
+        if isinstance(msg, Checkpoint):
+            raise LinkClosed("cut")
+
+    async def pass_then_drop(r, link):
+        stop = asyncio.Event()
+        with pytest.raises((LinkClosed, ConnectionError, OSError)):
+            await r.continuous_sync(link, 2, stop, first_pass_done=stop.set)
+    site.run(pass_then_drop, tamper=drop_at_the_checkpoint)
+    # The piece reached the image, its checkpoint was never acknowledged.
+    assert site.image.read_bytes()[5 * BS:5 * BS + 12] == b"first change"
+    with open(site.disk, "r+b") as f:       # back to what was last acknowledged
+        f.seek(5 * BS)
+        f.write(original)
+
+    async def one_pass(r, link):
+        stop = asyncio.Event()
+        return await r.continuous_sync(link, 3, stop, first_pass_done=stop.set)
+    # A new sentinel process: nothing in memory says the block was in flight.
+    _, sent = site.run(one_pass)
+    assert [(m.offset, len(m.data)) for m in data_frames(sent)] == [(5 * BS, BS)]
+    assert sha(site.image) == sha(site.disk), "a block the replica got unacknowledged was left stale"

@@ -24,7 +24,7 @@ from typing import List, Optional, Sequence, Tuple
 from ..common.blockscan import (CHUNK, DEFAULT_BLOCK, BlockScanner, DiskSource, Overlay, ScannedChunk,
                                 ScanStopped, digest, zero_digest)
 from ..protocol import BlockDisk, BlockManifest, FileData, FileEnd, FileHole
-from .blockmap import BlockMap, BlockMaps
+from .blockmap import SUB_BLOCK, SUB_DIGEST, UNKNOWN, BlockMap, BlockMaps, piece_digests
 from .config import SentinelConfig
 from .datalink import DataLink
 
@@ -150,7 +150,7 @@ class BlockReplicator:
                 self._map(d).clear()
             start_disk, start_offset = 0, 0
         self.stats = BlockStats(self.stats.bytes_total)
-        await link.begin(sync_id, "full")
+        await self._begin(link, sync_id, "full")
         self.pass_started = time.monotonic()
         for i, disk in enumerate(self.disks[start_disk:], start_disk):
             await self._scan(link, disk, start_offset if i == start_disk else 0)
@@ -160,7 +160,7 @@ class BlockReplicator:
     async def continuous_sync(self, link: DataLink, sync_id: int, stop: asyncio.Event,
                               first_pass_done=None) -> dict:
         self.phase = "continuous_sync"
-        await link.begin(sync_id, "continuous")
+        await self._begin(link, sync_id, "continuous")
         interval = self.rescan_interval
         while not stop.is_set():
             self.stats = BlockStats(self.stats.bytes_total)
@@ -185,7 +185,7 @@ class BlockReplicator:
         manifest; blocks the receiver finds different are sent again."""
         self.phase = "final_sync"
         self.stats = BlockStats(self.stats.bytes_total)
-        await link.begin(sync_id, "final")
+        await self._begin(link, sync_id, "final")
         self.pass_started = time.monotonic()
         for disk in self.disks:
             await self._scan(link, disk, 0, overlays=self._overlays_of(disk))
@@ -245,17 +245,30 @@ class BlockReplicator:
                     finished = True
                     break
                 try:
+                    first = chunk.offset // self.block_size
+                    changed = {}
                     for i, d in enumerate(chunk.digests):
-                        block = chunk.offset // self.block_size + i
-                        if bmap.get(block) == d:
+                        had, had_pieces = self.index.current(disk.name, first + i)
+                        if had != d:
+                            changed[i] = had_pieces
+                    # Written ahead: blocks about to change in place are unknown until their
+                    # checkpoint is acknowledged, so a sentinel killed meanwhile sends them whole.
+                    bmap.forget(b for b in (first + i for i in changed) if bmap.get(b) != UNKNOWN)
+                    for i, d in enumerate(chunk.digests):
+                        block = first + i
+                        if i not in changed:
                             writer.end_hole()
                             continue
+                        had_pieces = changed[i]
+                        data = chunk.block(i)
                         if chunk.zero[i]:
-                            writer.hole(block, len(chunk.block(i)))
+                            writer.hole(block, len(data))
+                            pieces = zero_pieces(len(data))
                         else:
-                            writer.data(block, chunk.block(i))
+                            pieces = piece_digests(data)
+                            writer.data(block, data, had_pieces, pieces)
                             await link.maybe_flush()
-                        link.note_change(("block", disk.name, block, d))
+                        self._sent(link, disk, block, d, pieces)
                     self.stats.bytes_scanned += len(chunk.data)
                     end = chunk.offset + len(chunk.data)
                 finally:
@@ -288,12 +301,23 @@ class BlockReplicator:
                 if d == zero_digest(n) and data.tobytes() == bytes(n):
                     writer.hole(block, n)
                     writer.end_hole()
+                    pieces = zero_pieces(n)
                 else:
                     writer.data(block, data)
-                link.note_change(("block", disk.name, block, d))
+                    pieces = piece_digests(data)
+                self._sent(link, disk, block, d, pieces)
         finally:
             source.close()
         writer.close()
+
+    def _sent(self, link: DataLink, disk: BlockDiskSpec, block: int, d: bytes, pieces: bytes) -> None:
+        self.index.sent(disk.name, block, (d, pieces))
+        link.note_change(("block", disk.name, block, d, pieces))
+
+    async def _begin(self, link: DataLink, sync_id: int, kind: str) -> None:
+        # Whatever an earlier link left in flight may or may not be in the replica's images.
+        self.index.forget_pending()
+        await link.begin(sync_id, kind)
 
     def _send_manifest(self, link: DataLink, disk: BlockDiskSpec) -> None:
         bmap = self._map(disk)
@@ -328,6 +352,31 @@ def _mismatched(manifest) -> dict:
     return {k: [b for b in v if isinstance(b, int)] for k, v in mismatched.items() if isinstance(v, list) and v}
 
 
+def _changed_runs(had: Optional[bytes], now: Optional[bytes], length: int) -> List[Tuple[int, int]]:
+    """Byte ranges of a block to send: the runs of pieces whose digests differ, or all of it."""
+    if had is None or now is None or len(had) != len(now):
+        return [(0, length)]
+    runs: List[Tuple[int, int]] = []
+    for i in range(0, len(now), SUB_DIGEST):
+        if had[i:i + SUB_DIGEST] != now[i:i + SUB_DIGEST]:
+            start = i // SUB_DIGEST * SUB_BLOCK
+            end = min(start + SUB_BLOCK, length)
+            if runs and runs[-1][1] == start:
+                runs[-1] = (runs[-1][0], end)
+            else:
+                runs.append((start, end))
+    return runs
+
+
+_ZERO_PIECES: dict = {}
+
+
+def zero_pieces(length: int) -> bytes:
+    if length not in _ZERO_PIECES:
+        _ZERO_PIECES[length] = piece_digests(bytes(length))
+    return _ZERO_PIECES[length]
+
+
 class _Marks:
     """When the next checkpoint is due."""
 
@@ -357,11 +406,15 @@ class _DiskWriter:
         self.link.queue(BlockDisk(self.disk.name, self.disk.size, self.block_size))
         self.is_open = True
 
-    def data(self, block: int, data: memoryview) -> None:
+    def data(self, block: int, data: memoryview, had: Optional[bytes] = None, now: Optional[bytes] = None) -> None:
+        """A changed block: whole, or only its pieces that differ from what the replica has
+        (`had`, `now`: piece digests) when it is known."""
         self.end_hole()
-        self.link.queue(FileData(block * self.block_size, data))
+        offset = block * self.block_size
+        for start, end in _changed_runs(had, now, len(data)):
+            self.link.queue(FileData(offset + start, data[start:end]))
+            self.stats.bytes_changed += end - start
         self.stats.blocks_sent += 1
-        self.stats.bytes_changed += len(data)
 
     def hole(self, block: int, length: int) -> None:
         offset = block * self.block_size
