@@ -12,7 +12,7 @@
     through BlockReplicator -> DataLink/FramedStream over a socketpair -> the receiver's Applier
     and BlockStore into a replica image, the change, one pass with lz4 off; ratio wire/changed
     bytes (target <= 1.1), the pass's time, replica sha256 == source sha256; then a second case,
-    1% of the image's bytes changed in scattered 4 KiB writes (whole blocks travel);
+    1% of the image's bytes changed in scattered 4 KiB writes (16 KiB pieces of blocks travel);
  4. the anchor for 3: ``rsync --inplace --no-whole-file --ignore-times --stats`` of the changed image onto a
     copy of the old one on local disk, bytes sent and time, for both cases.
 
@@ -563,8 +563,8 @@ def main() -> int:
     print(f"  1% blocks: wire/changed              {cases[0]['ratio']:.3f}  target <= 1.1  "
           f"{'met' if ok_wire else 'MISSED'}  (pass {cases[0]['pass_s']:.2f} s, "
           f"replica identical {cases[0]['identical']})")
-    print(f"  1% bytes in 4 KiB writes: wire/changed {pc['ratio']:.1f}  (whole 1 MiB blocks travel; "
-          f"64 KiB blocks would send {pc['would_send'][64 << 10] / pc['changed_bytes']:.1f}x)")
+    print(f"  1% bytes in 4 KiB writes: wire/changed {pc['ratio']:.1f}  (16 KiB pieces travel; whole "
+          f"1 MiB blocks would send {pc['would_send'][1 << 20] / pc['changed_bytes']:.1f}x)")
     for c in cases:
         if "rsync" in c:
             rs = c["rsync"]
