@@ -16,7 +16,7 @@ SENTINEL_SIDE_TESTS = ["test_protocol.py", "test_sentinel_walk.py", "test_sentin
                        "test_survey.py", "test_inventory.py", "test_quiesce.py", "test_layout.py",
                        "test_block_mode.py", "test_windows_inventory.py", "test_windows_vss.py",
                        "test_windows_quiesce.py", "test_windows_service.py", "test_windows_disk.py",
-                       "test_windows_firstboot.py"]
+                       "test_windows_firstboot.py", "test_bandwidth.py"]
 GUEST_REQUIREMENTS = ["cryptography>=42,<47", "lz4>=4.3,<5", "msgpack>=1.0.5,<2", "xxhash>=3.4,<5",
                       "pytest==8.3.5", "hypothesis==6.113.0"]
 

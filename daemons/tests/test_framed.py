@@ -106,3 +106,32 @@ def test_messages_round_trip_through_a_socket():
 
     sent, got = asyncio.run(run())
     assert got == sent
+
+
+def test_a_bandwidth_limit_paces_what_the_stream_sends_and_keeps_its_order():
+    from osam.common.bandwidth import TokenBucket
+    rate = 4e6
+
+    async def run():
+        stream, server, received, done = await pair()
+        stream.limit = TokenBucket(rate)
+        block = os.urandom(256 << 10)
+        started = asyncio.get_running_loop().time()
+        for i in range(12):                       # 3 MiB: 0.75 s at 4 MB/s, less one burst
+            stream.queue(FileData(i, block))
+            await stream.maybe_flush()
+        await stream.flush()
+        elapsed = asyncio.get_running_loop().time() - started
+        await stream.close()
+        await asyncio.wait_for(done.wait(), 10)
+        server.close()
+        return elapsed, bytes(received)
+
+    elapsed, received = asyncio.run(run())
+    sent = 12 * (256 << 10)
+    assert elapsed >= (sent - (256 << 10) - TokenBucket(rate).burst) / rate   # never faster
+    assert elapsed < 30                                                         # generous
+    from osam.protocol import FrameDecoder, decode
+    from osam.protocol.frames import HELLO
+    frames = FrameDecoder().feed(received[HELLO.size:])   # after the hello, every frame in order
+    assert [decode(f).offset for f in frames] == list(range(12))

@@ -7,6 +7,7 @@ import logging
 import sys
 
 from ..common import service
+from ..common.bandwidth import format_rate, parse_rate
 from ..common.hostport import parse_hostport
 from ..transport import bound_port, client_context, close_server, serve, server_context
 from .relay import Relay
@@ -21,6 +22,11 @@ def main(argv=None) -> int:
     p.add_argument("--pki", required=True, metavar="DIR")
     p.add_argument("--inventory", metavar="FILE",
                    help="keep the source site's inventory (each guest's last registration) in this JSON file")
+    p.add_argument("--bandwidth-limit", type=_rate, default=None, metavar="RATE",
+                   help="most bytes a second relayed from all guests' data connections together "
+                        "to the receiver (one limit shared by all; control channels are exempt), "
+                        "e.g. 100M = 100 MB/s, 512Ki; K, M, G are powers of 1000, Ki, Mi, Gi of "
+                        "1024; 0 (the default) means no limit")
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(argv)
     service.setup_logging("osam-gateway", args.log_level)
@@ -28,13 +34,21 @@ def main(argv=None) -> int:
 
 
 async def _run(args) -> int:
-    relay = Relay(*args.receiver, client_context(args.pki, "gateway"), args.inventory)
+    relay = Relay(*args.receiver, client_context(args.pki, "gateway"), args.inventory, args.bandwidth_limit)
     server = await serve(*args.listen, server_context(args.pki, "gateway"), relay.handle,
                          allowed_roles=("sentinel",), log=log)
-    log.info("gateway listening on %s:%d, forwarding to %s:%d", args.listen[0], bound_port(server), *args.receiver)
+    log.info("gateway listening on %s:%d, forwarding to %s:%d (guests' data: %s)", args.listen[0],
+             bound_port(server), *args.receiver, format_rate(args.bandwidth_limit))
     await service.serve_until_stopped()
     close_server(server)
     return 0
+
+
+def _rate(text: str):
+    try:
+        return parse_rate(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """The gateway's one job: carry each guest connection to the receiver over the gateway's own
 mutually authenticated link, announcing whose it is with the guest's certificate. Bytes after
 the hello pass through untouched; only the control channel's first frame (the registration)
-is read, to keep the source site's inventory."""
+is read, to keep the source site's inventory. A bandwidth limit, when set, is one token bucket
+shared by every guest's data connection, guest to receiver; control channels are never held."""
 from __future__ import annotations
 
 import asyncio
@@ -11,6 +12,7 @@ import time
 from typing import Dict, Optional
 
 from ..common.atomic import atomic_write
+from ..common.bandwidth import TokenBucket
 from ..protocol import (CHANNEL_CONTROL, Forward, FrameDecoder, ProtocolError, Register,
                         decode, decode_hello, encode_hello)
 from ..protocol.frames import HELLO
@@ -23,8 +25,10 @@ HELLO_TIMEOUT = 15.0
 
 
 class Relay:
-    def __init__(self, receiver_host: str, receiver_port: int, client_ssl, inventory_file: Optional[str] = None):
+    def __init__(self, receiver_host: str, receiver_port: int, client_ssl, inventory_file: Optional[str] = None,
+                 bandwidth_limit: Optional[float] = None):
         self.receiver = (receiver_host, receiver_port)
+        self.data_limit = TokenBucket(bandwidth_limit, now=time.monotonic()) if bandwidth_limit else None
         self.client_ssl = client_ssl
         self.inventory_file = inventory_file
         self.inventory: Dict[str, dict] = _load(inventory_file)   # guest name -> its last registration
@@ -48,7 +52,8 @@ class Relay:
                  name, guest.peer)
         watch = _RegistrationWatch(name, self._registered) if channel == CHANNEL_CONTROL else None
         try:
-            down = asyncio.ensure_future(_pipe(guest.reader, up.writer, watch))
+            limit = self.data_limit if channel != CHANNEL_CONTROL else None
+            down = asyncio.ensure_future(_pipe(guest.reader, up.writer, watch, limit))
             back = asyncio.ensure_future(_pipe(up.reader, guest.writer, None))
             await asyncio.wait({down, back}, return_when=asyncio.FIRST_COMPLETED)
             for t in (down, back):
@@ -105,12 +110,17 @@ class _RegistrationWatch:
             self.decoder = None
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, watch) -> None:
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, watch,
+                limit: Optional[TokenBucket] = None) -> None:
     try:
         while True:
             data = await reader.read(CHUNK)
             if not data:
                 break
+            if limit is not None:   # take the bytes' turn in the shared bucket, then send them
+                delay = limit.reserve(len(data), time.monotonic())
+                if delay > 0:
+                    await asyncio.sleep(delay)
             if watch is not None and not watch.done:
                 watch.feed(data)
             writer.write(data)

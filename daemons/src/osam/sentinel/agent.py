@@ -13,6 +13,7 @@ from typing import Optional, Sequence
 
 from .. import __version__
 from ..common import service
+from ..common.bandwidth import TokenBucket, format_rate
 from ..common.blockscan import DEFAULT_BLOCK
 from ..protocol import (CHANNEL_CONTROL, CHANNEL_DATA, Command, CommandResult, Error, Heartbeat,
                         ProtocolError, Progress, Register, Welcome)
@@ -54,6 +55,7 @@ class AgentOptions:
     block_disks: Sequence[BlockDiskSpec] = ()
     block_size: int = DEFAULT_BLOCK
     rescan_interval: float = RESCAN_INTERVAL
+    bandwidth_limit: Optional[float] = None   # bytes a second the data channel may send
 
 
 class Agent:
@@ -74,6 +76,10 @@ class Agent:
         self.link: Optional[DataLink] = None
         self._inventory: Optional[dict] = None
         self.failure: Optional[asyncio.Future] = None
+        # One bucket for every data connection of this process: a reconnect starts no fresh burst.
+        self.bandwidth = TokenBucket(opts.bandwidth_limit) if opts.bandwidth_limit else None
+        if self.bandwidth:
+            log.info("data channel limited to %s", format_rate(opts.bandwidth_limit))
 
     async def run(self) -> None:
         down_since = None
@@ -100,7 +106,8 @@ class Agent:
     async def _open(self, channel: int) -> FramedStream:
         conn = await connect(self.opts.gateway_host, self.opts.gateway_port, self.ssl,
                              timeout=CONNECT_TIMEOUT, expect_roles=("gateway",))
-        stream = FramedStream(conn.reader, conn.writer, channel)
+        stream = FramedStream(conn.reader, conn.writer, channel,
+                              limit=self.bandwidth if channel == CHANNEL_DATA else None)
         await stream.flush()
         return stream
 

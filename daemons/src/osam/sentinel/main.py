@@ -13,6 +13,7 @@ import threading
 from typing import List, Optional, Tuple
 
 from ..common import service
+from ..common.bandwidth import parse_rate
 from ..common.hostport import parse_hostport
 from ..common.blockscan import DEFAULT_BLOCK, valid_block_size
 from .agent import Agent, AgentOptions
@@ -59,6 +60,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="block mode: bytes per block, a power of two from 64 KiB to 4 MiB (default 1 MiB)")
     p.add_argument("--rescan-interval", type=float, default=RESCAN_INTERVAL, metavar="SECONDS",
                    help="block mode: seconds between continuous passes over the disks (default %(default)s)")
+    p.add_argument("--bandwidth-limit", type=bandwidth, default=None, metavar="RATE",
+                   help="most bytes a second the data channel sends (on the wire, after "
+                        "compression), e.g. 20M = 20 MB/s, 512Ki; K, M, G are powers of 1000, Ki, "
+                        "Mi, Gi of 1024; 0 (the default) means no limit")
     p.add_argument("--service", action="store_true",
                    help="Windows: run under the service manager as %s (what the service's "
                         "command line says)" % SENTINEL_SERVICE)
@@ -105,7 +110,7 @@ def serve(args: argparse.Namespace, stop: Optional[threading.Event] = None) -> i
     opts = AgentOptions(host, port, args.pki, args.name, args.root, args.state, args.retry_min, args.retry_max,
                         power_off_command=default_power_off(args.power_off_command, args.root),
                         mode=args.mode, block_disks=disks, block_size=args.block_size,
-                        rescan_interval=args.rescan_interval)
+                        rescan_interval=args.rescan_interval, bandwidth_limit=args.bandwidth_limit)
     return asyncio.run(_run(opts, config, stop))
 
 
@@ -121,6 +126,13 @@ def parse_disk(text: str) -> Tuple[str, str]:
 def _image_name(path: str) -> str:
     base = os.path.basename(path.rstrip("/\\")) or "disk"
     return re.sub(r"[^A-Za-z0-9._-]", "_", base).lstrip("._-") or "disk"
+
+
+def bandwidth(text: str) -> Optional[float]:
+    try:
+        return parse_rate(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def parse_block_size(text: str) -> int:

@@ -7,6 +7,7 @@ import asyncio
 import time
 from typing import List, Optional
 
+from ..common.bandwidth import TokenBucket
 from ..protocol import Frame, Message, ProtocolError, decode, decode_hello, encode_hello
 from ..protocol.frames import HEADER, HELLO, MAX_PAYLOAD, decode_payload
 
@@ -33,9 +34,11 @@ class LinkClosed(ConnectionError):
 
 class FramedStream:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, channel: int,
-                 *, hello_sent: bool = False, hello_received: bool = False):
+                 *, hello_sent: bool = False, hello_received: bool = False,
+                 limit: Optional[TokenBucket] = None):
         self.reader, self.writer = reader, writer
         self.channel = channel
+        self.limit = limit       # a bandwidth limit on the bytes this stream sends
         self._hello_pending = not hello_received
         self._small = bytearray()
         self._chunks: List[bytes] = []
@@ -76,19 +79,33 @@ class FramedStream:
             await self.flush()
 
     async def flush(self) -> None:
+        started = time.monotonic()
+        if self.limit is not None and (self._small or self._chunks):
+            await self._wait_for_bandwidth()
         self._seal_small()
         if self._chunks:
             chunks, self._chunks, self._queued = self._chunks, [], 0
             size = sum(len(c) for c in chunks)
             self.bytes_out += size
             self._window_bytes += size
+            if self.limit is not None:
+                self.limit.reserve(size, time.monotonic())
             self.writer.writelines(chunks)
-        started = time.monotonic()
         try:
             await self.writer.drain()
         except (ConnectionError, OSError) as exc:
             raise LinkClosed(str(exc) or type(exc).__name__) from None
         self._judge_link(started)
+
+    async def _wait_for_bandwidth(self) -> None:
+        """Wait until the limit's bucket is out of debt; what is queued then goes at once (in
+        the order queued, whoever flushes), and its size is the next debt. Time waited here
+        counts as time the link held the sender up."""
+        while True:
+            delay = self.limit.wait_time(time.monotonic())
+            if delay <= 0:
+                return
+            await asyncio.sleep(delay)
 
     def _judge_link(self, drain_started: float) -> None:
         now = time.monotonic()
