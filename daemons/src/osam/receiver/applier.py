@@ -2,6 +2,7 @@
 slow step, making a checkpoint durable, is returned to the caller to run off the event loop."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 from typing import List, Optional
@@ -34,6 +35,7 @@ class Applier:
         self.file_size = 0
         self.bytes_written = 0
         self.entries = 0
+        self.last_seq: Optional[int] = None   # of this connection's last checkpoint
 
     def handle(self, msg: Message) -> List[Message]:
         """Apply one message; returns replies. A Checkpoint returns a callable in the list:
@@ -75,6 +77,7 @@ class Applier:
             elif isinstance(msg, BlockManifest):
                 self._manifest(msg)
             elif isinstance(msg, Checkpoint):
+                self._check_checkpoint(msg)
                 # Directory times are restored here, in order with the changes around them;
                 # only the slow file-system sync runs elsewhere.
                 self.store.flush_dir_times()
@@ -82,6 +85,7 @@ class Applier:
             elif isinstance(msg, SyncBegin):
                 self._begin(msg)
             elif isinstance(msg, SyncEnd):
+                self._check_end(msg)
                 self.store.flush_dir_times()
                 return [lambda: self._end_sync(msg)]
             elif isinstance(msg, Heartbeat):
@@ -100,6 +104,9 @@ class Applier:
     def _entry(self, msg: Entry) -> List[Message]:
         if msg.size < 0 or msg.size > 1 << 50:
             raise Refused("entry size out of range")
+        problem = _entry_problem(msg)
+        if problem:
+            raise Refused(f"bad entry {os.fsdecode(msg.path)!r}: {problem}")
         e = FsEntry(msg.path, msg.kind, msg.mode, msg.uid, msg.gid, msg.mtime_ns, msg.size,
                     msg.rdev, msg.target, [tuple(x) for x in msg.xattrs])
         self.entries += 1
@@ -172,12 +179,35 @@ class Applier:
         if msg.kind not in ("full", "continuous", "final", "verify"):
             raise Refused(f"unknown sync kind {msg.kind!r}")
         state = self.journal.load()
+        current = state.get("sync_id")
+        if isinstance(current, int) and msg.sync_id < current:
+            # The receiver records each sync's id before it asks for it: an older one is a
+            # replay (or a confused sentinel) and must not roll the journal back.
+            raise Refused(f"sync {msg.sync_id} is older than the current sync {current}")
+        self.last_seq = None
         if state.get("sync_id") != msg.sync_id:
             state = {"sync_id": msg.sync_id, "kind": msg.kind, "seq": 0, "cursor": None,
                      "complete": False, "migration": state.get("migration")}
         self.sync = state
         if self.store.kind == "blocks":
             self.store.begin_sync()
+
+    def _check_checkpoint(self, msg: Checkpoint) -> None:
+        """A checkpoint belongs to the open sync, its seq grows within a connection (the
+        sentinel numbers them from 1 on each link), and its stats are plain JSON."""
+        if self.sync is None:
+            raise Refused("checkpoint outside a sync")
+        if self.last_seq is not None and msg.seq <= self.last_seq:
+            raise Refused(f"checkpoint {msg.seq} after checkpoint {self.last_seq} (a replay?)")
+        self.last_seq = msg.seq
+        _check_stats(msg.stats)
+
+    def _check_end(self, msg: SyncEnd) -> None:
+        if self.sync is None or self.sync.get("sync_id") != msg.sync_id:
+            open_id = self.sync.get("sync_id") if self.sync else None
+            raise Refused(f"end of sync {msg.sync_id} while " +
+                          (f"sync {open_id} is open" if open_id is not None else "no sync is open"))
+        _check_stats(msg.stats)
 
     def _durable(self, msg: Checkpoint) -> Message:
         """Blocking: sync the replica's file system, then record the step."""
@@ -209,3 +239,34 @@ class Applier:
         if self.file is not None:
             self.file.abort()
             self.file = None
+
+
+# Ranges of the numbers in an Entry that the receiver's system calls take (larger ones would
+# raise OverflowError there, not a refusal).
+_ID_MAX = (1 << 32) - 2          # uid_t / gid_t; (uid_t)-1 means "unchanged"
+_NS_LIMIT = 1 << 63
+_XATTR_NAME_MAX = 255
+_XATTR_SIZE_MAX = 1 << 16
+
+
+def _entry_problem(msg: Entry) -> Optional[str]:
+    if not 0 <= msg.mode <= 0o7777:
+        return f"mode {msg.mode:#o} is not permission bits"
+    if not (0 <= msg.uid <= _ID_MAX and 0 <= msg.gid <= _ID_MAX):
+        return f"owner {msg.uid}:{msg.gid} out of range"
+    if not -_NS_LIMIT <= msg.mtime_ns < _NS_LIMIT:
+        return "mtime out of range"
+    if not 0 <= msg.rdev < 1 << 64:
+        return "device number out of range"
+    for name, value in msg.xattrs:
+        if not 0 < len(name) <= _XATTR_NAME_MAX or b"\0" in name or len(value) > _XATTR_SIZE_MAX:
+            return f"bad extended attribute {name[:64]!r}"
+    return None
+
+
+def _check_stats(stats: dict) -> None:
+    """Stats go into the checkpoint journal (JSON): no bytes, NaN or infinities."""
+    try:
+        json.dumps(stats, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise Refused(f"sync stats are not plain JSON: {exc}") from None
