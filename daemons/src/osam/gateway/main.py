@@ -27,6 +27,15 @@ def main(argv=None) -> int:
                         "to the receiver (one limit shared by all; control channels are exempt), "
                         "e.g. 100M = 100 MB/s, 512Ki; K, M, G are powers of 1000, Ki, Mi, Gi of "
                         "1024; 0 (the default) means no limit")
+    p.add_argument("--handshake-timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="a guest must finish its TLS handshake within this (default %(default)s)")
+    p.add_argument("--hello-timeout", type=float, default=15.0, metavar="SECONDS",
+                   help="and send its hello within this once admitted (default %(default)s)")
+    p.add_argument("--max-connections-per-guest", type=int, default=8, metavar="N",
+                   help="connections one guest certificate may hold open at once (default %(default)s)")
+    p.add_argument("--max-connections-per-address", type=int, default=256, metavar="N",
+                   help="connections one IP address may hold open at once, handshakes included "
+                        "(default %(default)s)")
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(argv)
     service.setup_logging("osam-gateway", args.log_level)
@@ -35,8 +44,11 @@ def main(argv=None) -> int:
 
 async def _run(args) -> int:
     relay = Relay(*args.receiver, client_context(args.pki, "gateway"), args.inventory, args.bandwidth_limit)
+    relay.hello_timeout = args.hello_timeout
     server = await serve(*args.listen, server_context(args.pki, "gateway"), relay.handle,
-                         allowed_roles=("sentinel",), log=log)
+                         allowed_roles=("sentinel",), log=log, handshake_timeout=args.handshake_timeout,
+                         max_per_identity=args.max_connections_per_guest,
+                         max_per_address=args.max_connections_per_address)
     log.info("gateway listening on %s:%d, forwarding to %s:%d (guests' data: %s)", args.listen[0],
              bound_port(server), *args.receiver, format_rate(args.bandwidth_limit))
     await service.serve_until_stopped()

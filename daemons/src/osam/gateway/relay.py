@@ -25,6 +25,8 @@ HELLO_TIMEOUT = 15.0
 
 
 class Relay:
+    hello_timeout = HELLO_TIMEOUT   # seconds an admitted guest has to send its hello
+
     def __init__(self, receiver_host: str, receiver_port: int, client_ssl, inventory_file: Optional[str] = None,
                  bandwidth_limit: Optional[float] = None):
         self.receiver = (receiver_host, receiver_port)
@@ -37,7 +39,7 @@ class Relay:
     async def handle(self, guest: Connection) -> None:
         name = guest.identity.name
         try:
-            channel = decode_hello(await asyncio.wait_for(guest.reader.readexactly(HELLO.size), HELLO_TIMEOUT))
+            channel = decode_hello(await asyncio.wait_for(guest.reader.readexactly(HELLO.size), self.hello_timeout))
         except (ProtocolError, asyncio.IncompleteReadError, asyncio.TimeoutError) as exc:
             log.warning("refused %s (%s): bad hello: %s", guest.peer, name, exc)
             return

@@ -18,7 +18,7 @@ from ..pki.layout import ca_paths
 from ..protocol import CHANNEL_CONTROL, Error, Forward, ProtocolError, decode_hello
 from ..protocol.frames import HELLO
 from ..transport import Connection, bound_port, close_server, serve, server_context
-from ..transport.framed import FramedStream, LinkClosed
+from ..transport.framed import FRAME_TIMEOUT, FramedStream, LinkClosed
 from .api import handle_api_connection
 from ..controller import phases
 from ..destinations.base import NoDestination
@@ -33,6 +33,8 @@ FORWARD_TIMEOUT = 15.0
 
 
 class Receiver:
+    frame_timeout = FRAME_TIMEOUT
+
     def __init__(self, data_dir: str, pki_dir: str, replica_format: str = DISK, fixup: bool = True,
                  package_cache: Optional[str] = None, *, boot_replicas: bool = False,
                  source_off_timeout: float = 300.0, vsphere_config=None):
@@ -103,6 +105,7 @@ class Receiver:
         except asyncio.IncompleteReadError:
             raise LinkClosed("closed before its hello") from None
         stream = FramedStream(conn.reader, conn.writer, channel, hello_received=True)
+        stream.frame_timeout = self.frame_timeout
         msg = await stream.recv(timeout=FORWARD_TIMEOUT)
         if not isinstance(msg, Forward) or msg.channel != channel:
             raise ProtocolError("a forwarded connection must start with its Forward frame")
@@ -151,6 +154,17 @@ def main(argv=None) -> int:
                         "vmxnet3 (DATA/replicas/NAME/boot.sh); otherwise it is only recorded")
     p.add_argument("--source-off-timeout", type=float, default=300.0, metavar="SECONDS",
                    help="how long the switchover waits for the source to power off (default %(default)s)")
+    p.add_argument("--handshake-timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="a gateway or API client must finish its TLS handshake within this "
+                        "(default %(default)s)")
+    p.add_argument("--frame-timeout", type=float, default=120.0, metavar="SECONDS",
+                   help="a guest's frame, once begun, must arrive whole within this; quiet between "
+                        "frames is fine (default %(default)s)")
+    p.add_argument("--max-connections-per-address", type=int, default=2048, metavar="N",
+                   help="connections one gateway address may hold open at once (two per guest; "
+                        "default %(default)s)")
+    p.add_argument("--max-api-connections-per-address", type=int, default=64, metavar="N",
+                   help="API connections one address may hold open at once (default %(default)s)")
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(argv)
     service.setup_logging("osam-receiver", args.log_level)
@@ -168,10 +182,14 @@ async def _run(args) -> int:
     receiver = Receiver(args.data, args.pki, args.replica_format, args.fixup, args.package_cache,
                         boot_replicas=args.boot_replicas, source_off_timeout=args.source_off_timeout,
                         vsphere_config=args.vsphere_config)
+    receiver.frame_timeout = args.frame_timeout
     links = await serve(*args.listen, server_context(args.pki, "receiver"), receiver.handle_gateway,
-                        allowed_roles=("gateway",), log=log)
+                        allowed_roles=("gateway",), log=log, handshake_timeout=args.handshake_timeout,
+                        max_per_address=args.max_connections_per_address)
     api = await serve(*args.api, server_context(args.pki, "receiver"), receiver.handle_api,
-                      allowed_roles=("admin",), log=log, admission_line=False)
+                      allowed_roles=("admin",), log=log, admission_line=False,
+                      handshake_timeout=args.handshake_timeout,
+                      max_per_address=args.max_api_connections_per_address)
     log.info("receiver listening on %s:%d for gateways, API on https://%s:%d", args.listen[0],
              bound_port(links), args.api[0], bound_port(api))
     watchdog = asyncio.ensure_future(receiver.watchdog())

@@ -19,6 +19,10 @@ LARGE_FRAME = 64 << 10   # frames from this size are written as they are, not co
 JUDGE_EVERY = 32 << 20
 LINK_BOUND_SHARE = 0.3
 SLOW_LINK_RATE = 250e6   # bytes/s
+# A frame once begun must arrive whole within this many seconds (8 MiB at ~70 KB/s): a peer
+# may stay quiet between frames as long as it likes, but not stall or trickle inside one.
+FRAME_TIMEOUT = 120.0
+_timeout = getattr(asyncio, "timeout", None)   # Python 3.11+; the 3.9 sentinel goes without
 
 
 def link_is_the_bottleneck(nbytes: int, elapsed: float, blocked: float) -> bool:
@@ -49,6 +53,7 @@ class FramedStream:
         self._window_start = time.monotonic()
         self._window_bytes = 0
         self._window_blocked = 0.0
+        self.frame_timeout: Optional[float] = FRAME_TIMEOUT
         if not hello_sent:
             self._small += encode_hello(channel)
 
@@ -132,10 +137,22 @@ class FramedStream:
                 if channel != self.channel:
                     raise ProtocolError(f"peer opened channel {channel}, expected {self.channel}")
                 self._hello_pending = False
-            length, ftype, flags = HEADER.unpack(await self.reader.readexactly(HEADER.size))
-            if length > MAX_PAYLOAD:
-                raise ProtocolError(f"frame of {length} bytes exceeds the {MAX_PAYLOAD} cap")
-            payload = await self.reader.readexactly(length) if length else b""
+            first = await self.reader.readexactly(1)
+            if self.frame_timeout is None or _timeout is None:
+                length, ftype, flags = HEADER.unpack(first + await self.reader.readexactly(HEADER.size - 1))
+                if length > MAX_PAYLOAD:
+                    raise ProtocolError(f"frame of {length} bytes exceeds the {MAX_PAYLOAD} cap")
+                payload = await self.reader.readexactly(length) if length else b""
+            else:
+                try:
+                    async with _timeout(self.frame_timeout):
+                        length, ftype, flags = HEADER.unpack(first + await self.reader.readexactly(HEADER.size - 1))
+                        if length > MAX_PAYLOAD:
+                            raise ProtocolError(f"frame of {length} bytes exceeds the {MAX_PAYLOAD} cap")
+                        payload = await self.reader.readexactly(length) if length else b""
+                except TimeoutError:
+                    raise LinkClosed(f"peer stalled mid-frame: frame not complete within "
+                                     f"{self.frame_timeout:g}s") from None
         except asyncio.IncompleteReadError as exc:
             raise LinkClosed("connection closed by peer" if not exc.partial else "connection cut mid-frame") from None
         except (ConnectionError, OSError) as exc:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from typing import Awaitable, Callable, Iterable
+from collections import Counter
+from typing import Awaitable, Callable, Iterable, Optional
 
 from ..pki import IdentityError, identity_from_cert
 from . import admission
@@ -19,31 +20,48 @@ Handler = Callable[[Connection], Awaitable[None]]
 
 async def serve(host: str, port: int, ssl_ctx: ssl.SSLContext, handler: Handler, *,
                 allowed_roles: Iterable[str], log: logging.Logger,
-                handshake_timeout: float = 10.0, admission_line: bool = True) -> asyncio.Server:
+                handshake_timeout: float = 10.0, admission_line: bool = True,
+                max_per_address: Optional[int] = None,
+                max_per_identity: Optional[int] = None) -> asyncio.Server:
     """Listen on host:port (0 picks a free port; read it from the returned server's sockets)
     and run `await handler(conn)` for each peer whose certificate role is in `allowed_roles`.
 
     `admission_line=False` is for HTTP listeners, whose clients expect the server to stay
-    silent until they speak; osam's own links keep it on (see `admission`)."""
+    silent until they speak; osam's own links keep it on (see `admission`).
+
+    `max_per_address` bounds the connections open at once from one IP address (checked before
+    the TLS handshake, so a flood of half-open handshakes cannot pile up); `max_per_identity`
+    those of one certificate identity (role and name). None: no limit."""
     if not hasattr(asyncio.StreamWriter, "start_tls"):
         raise RuntimeError("osam.transport.serve needs Python 3.11 or newer (StreamWriter.start_tls)")
     allowed = frozenset(allowed_roles)
     live = set()
+    by_address: Counter = Counter()
+    by_identity: Counter = Counter()
 
     async def on_accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = peer_of(writer)
+        address = _address_of(writer)
+        if max_per_address is not None and by_address[address] >= max_per_address:
+            log.warning("refused %s: %d connections from %s already open (the limit)", peer,
+                        by_address[address], address)
+            writer.transport.abort()
+            return
         set_nodelay(writer)
         live.add(writer)
+        by_address[address] += 1
         try:
             await _serve_one(reader, writer, peer)
         finally:
             live.discard(writer)
+            _release(by_address, address)
 
     async def _serve_one(reader, writer, peer) -> None:
         conn = await _handshake(reader, writer, peer, ssl_ctx, allowed, log,
-                                handshake_timeout, admission_line)
+                                handshake_timeout, admission_line, by_identity, max_per_identity)
         if conn is None:
             return
+        key = (conn.identity.role, conn.identity.name)
         try:
             await handler(conn)
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError) as exc:
@@ -51,6 +69,7 @@ async def serve(host: str, port: int, ssl_ctx: ssl.SSLContext, handler: Handler,
         except Exception:
             log.exception("handler failed for %s (%s)", peer, conn.identity)
         finally:
+            _release(by_identity, key)
             await conn.close()
 
     server = await asyncio.start_server(on_accept, host, port, limit=READ_LIMIT)
@@ -66,7 +85,19 @@ def close_server(server: asyncio.Server) -> None:
         writer.transport.abort()
 
 
-async def _handshake(reader, writer, peer, ssl_ctx, allowed, log, timeout, admission_line):
+def _address_of(writer: asyncio.StreamWriter) -> str:
+    address = writer.get_extra_info("peername")
+    return str(address[0]) if isinstance(address, tuple) and address else str(address)
+
+
+def _release(counter: Counter, key) -> None:
+    counter[key] -= 1
+    if counter[key] <= 0:
+        del counter[key]
+
+
+async def _handshake(reader, writer, peer, ssl_ctx, allowed, log, timeout, admission_line,
+                     by_identity: Counter, max_per_identity: Optional[int]):
     """The admitted Connection, or None after logging why the peer was refused."""
     # The client speaks first: bytes the plain stream reads before start_tls takes over would
     # be lost to TLS and the handshake would hang. Stop reading before anything can yield, and
@@ -88,6 +119,11 @@ async def _handshake(reader, writer, peer, ssl_ctx, allowed, log, timeout, admis
         identity = identity_from_cert(der)
         if identity.role not in allowed:
             raise IdentityError(f"role {identity.role} not allowed here")
+        key = (identity.role, identity.name)
+        if max_per_identity is not None and by_identity[key] >= max_per_identity:
+            raise IdentityError(f"{identity.role} {identity.name} already has {by_identity[key]} "
+                                "connections open (the limit)")
+        by_identity[key] += 1
     except (IdentityError, OSError, ValueError) as exc:
         log.warning("refused %s: %s", peer, exc)
         if admission_line:
