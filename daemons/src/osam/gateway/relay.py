@@ -41,7 +41,9 @@ class Relay:
         try:
             channel = decode_hello(await asyncio.wait_for(guest.reader.readexactly(HELLO.size), self.hello_timeout))
         except (ProtocolError, asyncio.IncompleteReadError, asyncio.TimeoutError) as exc:
-            log.warning("refused %s (%s): bad hello: %s", guest.peer, name, exc)
+            reason = (f"no hello within {self.hello_timeout:g}s" if isinstance(exc, asyncio.TimeoutError) else
+                      "closed before its hello" if isinstance(exc, asyncio.IncompleteReadError) else f"bad hello: {exc}")
+            log.warning("refused %s (%s): %s", guest.peer, name, reason)
             return
         try:
             up = await connect(*self.receiver, self.client_ssl, timeout=15, expect_roles=("receiver",))
