@@ -67,6 +67,11 @@ class Daemon:
 
 
 class Site:
+    # Ports the gateway and the sentinels connect to instead of the receiver's and the
+    # gateway's own (a fault proxy in between); None: straight to them.
+    receiver_via = None
+    gateway_via = None
+
     def __init__(self, base: Path):
         self.base = base
         self.pki = base / "pki"
@@ -97,7 +102,7 @@ class Site:
     def start_gateway(self) -> Daemon:
         self.gateway = self._daemon("gateway", [
             VENV_BIN / "osam-gateway", "--listen", f"127.0.0.1:{self.gateway_port}",
-            "--receiver", f"127.0.0.1:{self.receiver_port}", "--pki", self.pki,
+            "--receiver", f"127.0.0.1:{self.receiver_via or self.receiver_port}", "--pki", self.pki,
             "--inventory", self.base / "gateway-inventory.json"])
         wait_for(lambda: self._port_open(self.gateway_port), 20, "the gateway")
         return self.gateway
@@ -107,7 +112,7 @@ class Site:
         etc = etc or self.base / f"etc-{name}"
         etc.mkdir(parents=True, exist_ok=True)
         d = self._daemon(f"sentinel-{name}", [
-            VENV_BIN / "osam-sentinel", "--gateway", f"127.0.0.1:{self.gateway_port}", "--pki", self.pki,
+            VENV_BIN / "osam-sentinel", "--gateway", f"127.0.0.1:{self.gateway_via or self.gateway_port}", "--pki", self.pki,
             "--name", name, "--root", root, "--state", state or self.base / f"state-{name}", "--etc", etc,
             "--retry-min", "0.2", "--retry-max", "1", *extra])
         self.sentinels[name] = d

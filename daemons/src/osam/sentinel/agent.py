@@ -172,6 +172,10 @@ class Agent:
                 await self._stop_continuous()
         finally:
             if self.link:
+                if self.link.unacknowledged():
+                    # Changes sent but never acknowledged have left the change set, and the
+                    # index does not have them: walk and compare on the next sync to resend them.
+                    self.replicator.changes.needs_verify = True
                 await self.link.close()
                 self.link = None
             elif data:

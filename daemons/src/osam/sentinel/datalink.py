@@ -128,6 +128,10 @@ class DataLink:
         async with self._acked:
             self._acked.notify_all()
 
+    def unacknowledged(self) -> bool:
+        """True while changes were sent (or queued) that the receiver has not acknowledged."""
+        return bool(self.ops) or any(ops for ops, _ in self._in_flight.values())
+
     def _check(self) -> None:
         if self._failure is not None:
             raise self._failure
