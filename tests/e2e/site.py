@@ -99,11 +99,12 @@ class Site:
         wait_for(lambda: self._port_open(self.api_port), 20, "the receiver's API")
         return self.receiver
 
-    def start_gateway(self) -> Daemon:
+    def start_gateway(self, extra=()) -> Daemon:
+        self.gateway_extra = list(extra) or getattr(self, "gateway_extra", [])
         self.gateway = self._daemon("gateway", [
             VENV_BIN / "osam-gateway", "--listen", f"127.0.0.1:{self.gateway_port}",
             "--receiver", f"127.0.0.1:{self.receiver_via or self.receiver_port}", "--pki", self.pki,
-            "--inventory", self.base / "gateway-inventory.json"])
+            "--inventory", self.base / "gateway-inventory.json", *self.gateway_extra])
         wait_for(lambda: self._port_open(self.gateway_port), 20, "the gateway")
         return self.gateway
 
