@@ -4,13 +4,15 @@ SHELL := /bin/bash
 VENV  := .venv
 PY    := $(VENV)/bin/python
 
-.PHONY: help setup test demo bench clean
+.PHONY: help setup test demo bench faults faults-quick clean
 
 help:
 	@echo "make setup   Debian packages, .venv/, pinned requirements, daemons (editable)"
 	@echo "make test    setup, then the whole test suite (ARGS='-k foo -x' passes options to pytest)"
 	@echo "make demo    sentinel -> gateway -> receiver on loopback (osam demo)"
 	@echo "make bench   benchmarks against rsync / lsyncd anchors (bench/run.py)"
+	@echo "make faults  fault campaigns, full (root; ARGS='--seed N --only NAME' replays one)"
+	@echo "make faults-quick  the same, a few faults each (what the test suite runs)"
 	@echo "make clean   remove caches and build leftovers (keeps .venv/)"
 
 setup:
@@ -24,6 +26,12 @@ demo:
 
 bench: setup
 	$(PY) bench/run.py $(ARGS)
+
+faults:
+	$(PY) -m tests.faults.run $(ARGS)
+
+faults-quick:
+	$(PY) -m tests.faults.run --quick $(ARGS)
 
 # .venv/ stays: `rm -rf .venv` and `make setup` for a fresh one.
 clean:
