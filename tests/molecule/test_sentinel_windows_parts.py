@@ -143,6 +143,7 @@ def test_the_service_command_line_runs_the_sentinel_as_a_windows_service(tmp_pat
     line = service_command(tmp_path, """        osam_sentinel_name: web01
         osam_sentinel_gateway: "gw.example:8443"
         osam_sentinel_log_level: DEBUG
+        osam_sentinel_bandwidth_limit: 512Ki
         osam_sentinel_windows_extra_args: [--power-off-command, "shutdown.exe /s /t 60"]""")
     argv = windows_argv(line)
     home = "C:\\Program Files\\VMware\\HCX\\osam"
@@ -156,6 +157,7 @@ def test_the_service_command_line_runs_the_sentinel_as_a_windows_service(tmp_pat
     assert args.log_file == home + "\\logs\\sentinel.log"
     assert args.log_level == "DEBUG"
     assert args.power_off_command == "shutdown.exe /s /t 60"
+    assert args.bandwidth_limit == 512 * 1024
     # The role's win_service task registers exactly this variable.
     tasks = (ROLE / "tasks/windows.yml").read_text()
     assert 'path: "{{ osam_sentinel_windows_service_command }}"' in tasks

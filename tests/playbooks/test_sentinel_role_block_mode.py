@@ -55,3 +55,11 @@ def test_block_mode_without_disks_is_refused(tmp_path):
 """)
     assert done.returncode != 0
     assert "block mode needs osam_sentinel_block_disks" in done.stdout, explain(done)
+
+
+def test_a_bandwidth_limit_reaches_the_sentinel_and_none_adds_nothing(tmp_path):
+    env = render_env(tmp_path, "        osam_sentinel_bandwidth_limit: 20M")
+    args = parse_args(["--gateway", env["OSAM_GATEWAY"], *shlex.split(env["OSAM_SENTINEL_ARGS"])])
+    assert args.bandwidth_limit == 20e6
+    env = render_env(tmp_path, "        osam_sentinel_log_level: INFO")
+    assert "--bandwidth-limit" not in env["OSAM_SENTINEL_ARGS"]

@@ -15,7 +15,7 @@ from .relay import Relay
 log = logging.getLogger("osam.gateway")
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="osam-gateway", description="Relay guests' sentinels to the osam receiver.")
     p.add_argument("--listen", required=True, type=parse_hostport, metavar="HOST:PORT")
     p.add_argument("--receiver", required=True, type=parse_hostport, metavar="HOST:PORT")
@@ -37,7 +37,11 @@ def main(argv=None) -> int:
                    help="connections one IP address may hold open at once, handshakes included "
                         "(default %(default)s)")
     p.add_argument("--log-level", default="INFO")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     service.setup_logging("osam-gateway", args.log_level)
     return asyncio.run(_run(args))
 
