@@ -196,7 +196,11 @@ class Agent:
         self.failure = failure
         while True:
             recv = asyncio.ensure_future(control.recv(timeout=RECEIVER_SILENCE))
-            done, _ = await asyncio.wait({recv, failure}, return_when=asyncio.FIRST_COMPLETED)
+            try:
+                done, _ = await asyncio.wait({recv, failure}, return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:   # stopping: the pending read goes too, unreported
+                recv.cancel()
+                raise
             if failure in done:
                 recv.cancel()
                 raise failure.result()
