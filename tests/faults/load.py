@@ -23,7 +23,9 @@ python -m tests.faults.load [--full] [--seed N] prints the table.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import dataclasses
+import datetime
 import os
 import random
 import threading
@@ -202,8 +204,65 @@ def middle_rate(samples: List[Tuple[float, int]], low: float = 0.1, high: float 
 
 # ------------------------------------------------------------------ the site
 
+class ApiTimer:
+    """The slowest API answer seen: how the receiver's API copes with the load."""
+    slowest = 0.0
+
+    @classmethod
+    def call(cls, site: Site, method: str, path: str, body=None):
+        started = time.monotonic()
+        try:
+            return site.api(method, path, body)
+        finally:
+            cls.slowest = max(cls.slowest, time.monotonic() - started)
+
+
+def start_migration(site: Site, name: str) -> None:
+    # 200: a first answer was lost (the client timed out and asked again) but the migration exists
+    status, body = ApiTimer.call(site, "POST", "/v1/migrations", {"guest": name, "switchover": "manual"})
+    assert status in (200, 201), body
+
+
+def post_all(site: Site, paths_bodies, threads: int = 8) -> float:
+    """POST each (path, body) from `threads` clients at once, each on its own connection (under
+    load one answer can take a second: one client after another would stagger the guests);
+    seconds taken."""
+    token = (site.pki / "api-token").read_text().strip()
+    started = time.monotonic()
+
+    def post(item):
+        path, body = item
+        t = time.monotonic()
+        try:
+            status, answer = site.api("POST", path, body, token=token)
+        finally:
+            ApiTimer.slowest = max(ApiTimer.slowest, time.monotonic() - t)
+        assert status in (200, 201), answer
+
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        list(pool.map(post, paths_bodies))
+    return time.monotonic() - started
+
+
+def phase_window(ms: Dict[str, dict], start: str, end: str) -> Tuple[float, float, float]:
+    """By the receiver's clock, from the migrations' histories: (seconds from the first
+    `start` to the last `end`, median and longest seconds from a guest's `start` to its `end`)."""
+    def at(m, phase):
+        stamps = [h["at"] for h in m["history"] if h["to"] == phase]
+        return datetime.datetime.fromisoformat(stamps[-1].replace("Z", "+00:00")).timestamp() if stamps else None
+    pairs = [(at(m, start), at(m, end)) for m in ms.values()]
+    pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
+    if not pairs:
+        return 0.0, 0.0, 0.0
+    each = sorted(b - a for a, b in pairs)
+    return max(b for _, b in pairs) - min(a for a, _ in pairs), each[len(each) // 2], each[-1]
+
+
 def migrations(site: Site) -> Dict[str, dict]:
-    status, body = site.api("GET", "/v1/migrations")
+    try:
+        status, body = ApiTimer.call(site, "GET", "/v1/migrations")
+    except OSError:      # timed out under load: ask again next time
+        return {}
     assert status == 200, body
     return {m["guest"]: m for m in body["migrations"] if m["active"] or m["phase"] in ("completed", "failed")}
 
@@ -275,23 +334,25 @@ def load_campaign(base: Path, quick: bool, seed: int) -> CampaignResult:
                             f"registered in {registered:.1f} s")
 
         t0 = time.monotonic()
-        for name in trees:
-            status, body = site.api("POST", "/v1/migrations", {"guest": name, "switchover": "manual"})
-            assert status == 201, body
+        ApiTimer.slowest = 0.0
+        posted = post_all(site, [("/v1/migrations", {"guest": name, "switchover": "manual"}) for name in trees])
         result.migrations = n
         ms = wait_all(site, trees, {"continuous_sync"}, 600 + 20 * n)
         full = time.monotonic() - t0
         result.bytes_sent = sum(m.get("bytes_done") or 0 for m in ms.values())
         synced = [name for name in trees if ms.get(name, {}).get("phase") == "continuous_sync"]
+        window, median, longest = phase_window(ms, "full_sync", "continuous_sync")
         result.notes.append(f"full sync of {total / 2**20:.0f} MiB in {full:.1f} s: "
-                            f"{total / full / 1e6:.1f} MB/s aggregate ({len(synced)}/{n} in continuous sync)")
+                            f"{total / full / 1e6:.1f} MB/s aggregate ({len(synced)}/{n} in continuous sync; "
+                            f"{n} migrations started in {posted:.1f} s; receiver's clock: first full_sync to "
+                            f"last continuous_sync {window:.1f} s, one guest's full sync {median:.1f} s median, "
+                            f"{longest:.1f} s longest)")
 
         changes = sum(mutate_guest_tree(trees[name], rnd.randrange(1 << 30)) for name in synced)
         result.faults = 0
         time.sleep(3)       # continuous sync carries some of it; the final sync the rest
         t1 = time.monotonic()
-        for name in synced:
-            site.api("POST", f"/v1/migrations/{name}/switchover", {})
+        post_all(site, [(f"/v1/migrations/{name}/switchover", {}) for name in synced])
         ms = wait_all(site, trees, {"completed"}, 300 + 10 * n)
         result.completed = sum(1 for name in trees if ms.get(name, {}).get("phase") == "completed")
         result.notes.append(f"{changes} changes during continuous sync; switchover of all to completed "
@@ -305,6 +366,7 @@ def load_campaign(base: Path, quick: bool, seed: int) -> CampaignResult:
                             f"receiver {peak_rss(site.receiver.proc.pid) / 2**20:.0f} MiB"
                             + (f", largest sentinel still running {sentinel_peak / 2**20:.0f} MiB"
                                if sentinel_peak else ""))
+        result.notes.append(f"slowest API answer during the migrations: {ApiTimer.slowest:.1f} s")
         verify(site, trees, result)
     finally:
         site.stop_all()
@@ -325,8 +387,7 @@ def _measure_migrations(site: Site, proxy: FaultProxy, trees: Dict[str, Path], w
                         result: CampaignResult) -> Measure:
     with ByteCounter(proxy) as counter:
         for name in trees:
-            status, body = site.api("POST", "/v1/migrations", {"guest": name, "switchover": "manual"})
-            assert status == 201, body
+            start_migration(site, name)
         ms = wait_all(site, trees, {"continuous_sync"}, 600)
     rate, nbytes, seconds = middle_rate(counter.samples)
     measure = Measure(what, limit, rate, nbytes, seconds)
