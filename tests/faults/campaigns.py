@@ -339,7 +339,7 @@ def disk_full(quick: bool, seed: int) -> CampaignResult:
         name = f"full{i}"
         result.migrations += 1
         try:
-            subprocess.run(["truncate", "-s", "96M", str(image)], check=True)
+            subprocess.run(["truncate", "-s", "256M", str(image)], check=True)
             subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
             subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], check=True)
             mounted = True
