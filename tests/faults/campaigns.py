@@ -340,7 +340,7 @@ def disk_full(quick: bool, seed: int) -> CampaignResult:
         result.migrations += 1
         try:
             subprocess.run(["truncate", "-s", "256M", str(image)], check=True)
-            subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
+            subprocess.run(["mkfs.ext4", "-q", "-F", "-b", "4096", str(image)], check=True)
             subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], check=True)
             mounted = True
             site = FaultSite(work / "site", rng.randrange(1 << 30))
