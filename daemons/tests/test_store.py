@@ -776,3 +776,18 @@ def test_delete_of_subtree_with_escaping_symlinks_stays_inside(store, root, outs
     store.delete(b"a")
     assert os.listdir(root) == []
     assert snapshot(outside) == before
+
+
+def test_a_restarted_receiver_keeps_directory_times_it_did_not_apply_itself(replica_dir, tmp_path):
+    """Files written into a directory after a restart (a resent change) must not move the
+    directory's mtime: the new store never saw the directory's entry, the old one did."""
+    first = ReplicaStore(replica_dir)
+    first.apply_entry(entry(b"d", "d", mtime_ns=1_000_000_000))
+    first.flush_dir_times()
+    first.close()
+    second = ReplicaStore(replica_dir)
+    write_file(second, entry(b"d/new", "f", size=5), [(0, b"hello")])
+    second.delete(b"d/absent")
+    second.flush_dir_times()
+    second.close()
+    assert os.stat(os.path.join(replica_dir, b"root", b"d")).st_mtime_ns == 1_000_000_000

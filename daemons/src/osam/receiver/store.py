@@ -637,6 +637,7 @@ class ReplicaStore:
 
     def _install_at(self, parent: int, name: bytes, staged: Staged, parts: Parts) -> None:
         sfd, staged_name = staged
+        self._remember_mtime(parent, parts)
         try:
             os.rename(staged_name, name, src_dir_fd=sfd, dst_dir_fd=parent)
         except IsADirectoryError:
@@ -657,10 +658,12 @@ class ReplicaStore:
     def _parent(self, parts: Parts) -> Iterator[Tuple[int, bytes]]:
         """Yield (fd of the parent directory, final name) for a non-root path."""
         if len(parts) == 1:
+            self._remember_mtime(self._root_fd, parts)
             yield self._root_fd, parts[0]
             return
         fd = self._open_dir(parts[:-1])
         try:
+            self._remember_mtime(fd, parts)
             yield fd, parts[-1]
         finally:
             os.close(fd)
@@ -701,6 +704,13 @@ class ReplicaStore:
         return exc
 
     # --- directory mtimes ------------------------------------------------------------------
+
+    def _remember_mtime(self, parent: int, parts: Parts) -> None:
+        """Before anything changes in a directory this store has not applied itself (a receiver
+        restarted since), keep the mtime the replica gave it, so the change does not move it."""
+        key = _join(parts[:-1])
+        if key not in self._dir_mtimes:
+            self._dir_mtimes[key] = os.fstat(parent).st_mtime_ns
 
     def _touch_parent(self, parts: Parts) -> None:
         key = _join(parts[:-1])
