@@ -2,11 +2,14 @@
 Other campaign modules add their entries here."""
 from __future__ import annotations
 
-from tests.faults import campaigns
+from tests.faults import campaigns, load
+from tests.faults.hostile import campaign as hostile
 
 CAMPAIGNS = [
     ("link_cuts", campaigns.link_cuts),
     ("sigkill", campaigns.kills),
     ("disk_full", campaigns.disk_full),
     ("retry_limit", campaigns.retry_limit),
+    ("hostile", hostile.run),
+    ("load", load.run),
 ]
