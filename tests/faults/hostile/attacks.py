@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
 from osam.protocol import (BlockDisk, BlockManifest, Checkpoint, Delete, Entry, FileData, FileEnd, FileHole,
-                           HardLink, Rename, Resend, SyncBegin, SyncEnd)
+                           HardLink, Rename, Resend, SyncBegin)
 from osam.receiver.applier import Applier, Refused
 from osam.receiver.blockstore import BlockStore
 from osam.receiver.checkpoint import CheckpointJournal

@@ -11,11 +11,8 @@ tokens (tests/e2e/test_refusals.py); every handshake refusal reason in-process
 from __future__ import annotations
 
 import asyncio
-import datetime
 import logging
-import os
 import re
-import socket
 import ssl
 import time
 
@@ -23,11 +20,10 @@ import pytest
 
 from osam import pki
 from osam.pki.testing import foreign_pki, issue_custom, issue_expired
-from osam.protocol import (CHANNEL_CONTROL, CHANNEL_DATA, MAX_PAYLOAD, Error, Forward, Register,
-                           Welcome, encode_hello)
+from osam.protocol import CHANNEL_CONTROL, MAX_PAYLOAD, Forward, Register, Welcome, encode_hello
 from osam.protocol.frames import HEADER
-from osam.transport import HandshakeRefused, TransportError, bound_port, client_context, connect, serve, server_context
-from osam.transport.framed import FramedStream, LinkClosed
+from osam.transport import HandshakeRefused, bound_port, client_context, connect, serve, server_context
+from osam.transport.framed import FramedStream
 from tests.e2e.site import VENV_BIN, Site, run, wait_for
 
 TIMEOUT = 2.0            # the handshake, hello and frame timeouts the daemons run with here
