@@ -64,6 +64,20 @@ def test_read_only_token_reads_but_cannot_write(ctl):
     assert ctl.migration("web01") is None
 
 
+WRITE_ROUTES = [(method, template.replace("{name}", "web01")) for method, template, access, _, _ in api.ROUTES
+                if access == api.WRITE]
+
+
+@pytest.mark.parametrize("method,path", WRITE_ROUTES)
+def test_every_write_endpoint_refuses_a_read_only_a_wrong_and_no_token(ctl, method, path):
+    ctl.start_migration("web01")
+    before = ctl.migration("web01")
+    assert call(ctl, method, path, {"guest": "web01"}, token=RO)[0] == 403
+    assert call(ctl, method, path, {"guest": "web01"}, token="not-a-token")[0] == 401
+    assert call(ctl, method, path, {"guest": "web01"}, token=None)[0] == 401
+    assert ctl.migration("web01") == before       # nothing changed
+
+
 def test_headers_may_be_raw_h11_pairs(ctl):
     status, _ = route(b"GET", b"/v1/guests", [(b"authorization", f"Bearer {RO}".encode())], b"",
                       ctl, TOKENS)
