@@ -259,11 +259,16 @@ def kills(quick: bool, seed: int) -> CampaignResult:
     result = CampaignResult("sigkill", seed)
     t0 = time.monotonic()
     per_daemon = 1 if quick else 20
-    victims = [v for v in ("sentinel", "gateway", "receiver") for _ in range(per_daemon)]
-    rng.shuffle(victims)
-    per_migration = 3 if quick else 10
-    batches = [victims[i:i + per_migration] for i in range(0, len(victims), per_migration)]
-    for i, batch in enumerate(batches):
+    remaining = [v for v in ("sentinel", "gateway", "receiver") for _ in range(per_daemon)]
+    rng.shuffle(remaining)
+    per_migration, most = (3, 3) if quick else (10, 16)
+    totals = {"sentinel": 0, "gateway": 0, "receiver": 0}
+    # Migrations alternate file and block mode until every daemon was killed its number of
+    # times: kills a stage had no time for (it was over first) go back to the queue.
+    i = -1
+    while remaining and i + 1 < most:
+        i += 1
+        batch, remaining = remaining[:per_migration], remaining[per_migration:]
         mode = "file" if i % 2 == 0 else "block"
         baseline(mode, seed)
         work = _work(f"kills-{mode}{i}")
@@ -323,6 +328,11 @@ def kills(quick: bool, seed: int) -> CampaignResult:
         finally:
             site.stop_all()
             remove_tree(work)
+            remaining = queue + remaining
+            for victim, n in killed.items():
+                totals[victim] += n
+    result.notes.append("in all: killed " + ", ".join(f"{k} x{v}" for k, v in totals.items())
+                        + (f"; not killed for lack of time: {len(remaining)}" if remaining else ""))
     result.seconds = time.monotonic() - t0
     return result
 
