@@ -2,7 +2,7 @@
 Other campaign modules add their entries here."""
 from __future__ import annotations
 
-from tests.faults import campaigns, load
+from tests.faults import campaigns, clock_jumps, load
 from tests.faults.hostile import campaign as hostile
 
 CAMPAIGNS = [
@@ -10,6 +10,7 @@ CAMPAIGNS = [
     ("sigkill", campaigns.kills),
     ("disk_full", campaigns.disk_full),
     ("retry_limit", campaigns.retry_limit),
+    ("clock_jumps", clock_jumps.run),
     ("hostile", hostile.run),
     ("load", load.run),
 ]

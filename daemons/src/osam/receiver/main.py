@@ -11,6 +11,7 @@ import time
 from typing import Dict, Optional
 
 from ..common import service
+from ..common.clock import wall_clock
 from ..common.hostport import parse_hostport
 from ..controller import Controller
 from ..pki import CertificateRefused, read_token, verify_peer_certificate
@@ -47,7 +48,7 @@ class Receiver:
         self.fixup = fixup
         self.pki_dir = pki_dir
         os.makedirs(data_dir, mode=0o700, exist_ok=True)
-        self.controller = Controller(os.path.join(data_dir, "osam.sqlite"))
+        self.controller = Controller(os.path.join(data_dir, "osam.sqlite"), clock=wall_clock())
         self.sessions: Dict[str, GuestSession] = {}
         self.ca_cert = ca_paths(pki_dir)[0]
 
