@@ -16,7 +16,7 @@ from typing import Callable, Dict
 
 from tests.e2e.site import wait_for
 from tests.faults.harness import (FaultSite, compare_image, compare_tree, image_matches, inject, make_bulk,
-                                  make_image, quiet, scribble, tree_matches)
+                                  make_image, quiet, record_comparison, scribble, tree_matches)
 from tests.faults.proxy import UP
 from tests.faults.report import CampaignResult
 from tests.util import new_disk_tmpdir
@@ -154,12 +154,7 @@ def baseline(mode: str, seed: int) -> int:
 
 
 def _account(result: CampaignResult, site: FaultSite, sc: Scenario, seed: int) -> None:
-    cmp_ = sc.compare()
-    result.files_verified += cmp_.files
-    result.bytes_verified += cmp_.bytes
-    if not cmp_.ok:
-        result.mismatches += len(cmp_.diffs)
-        result.notes.append(f"{sc.name}: " + "; ".join(cmp_.diffs[:5]))
+    record_comparison(result, sc.name, sc.compare())
     sent = site.wire_bytes_up()
     result.bytes_sent += sent
     result.resent_bytes += max(0, sent - baseline(sc.mode, seed))
@@ -394,13 +389,8 @@ def disk_full(quick: bool, seed: int) -> CampaignResult:
             site.api("POST", f"/v1/migrations/{name}/switchover", {})
             wait_for(lambda: quiet(lambda: site.phase(name)) == "completed", 240, f"{name} to complete")
             result.completed += 1
-            cmp_ = compare_tree(src, replica)
-            result.files_verified += cmp_.files
-            result.bytes_verified += cmp_.bytes
+            record_comparison(result, name, compare_tree(src, replica))
             result.bytes_sent += site.wire_bytes_up()
-            if not cmp_.ok:
-                result.mismatches += len(cmp_.diffs)
-                result.notes.append(f"{name}: " + "; ".join(cmp_.diffs[:5]))
         except Exception as e:
             result.mismatches += 1
             result.notes.append(f"{name}: ERROR {type(e).__name__}: {str(e)[:2000]}")
@@ -450,12 +440,8 @@ def retry_limit(quick: bool, seed: int) -> CampaignResult:
             result.completed += 1
         else:
             result.mismatches += 1
-        cmp_ = compare_tree(src, site.replica(name))   # nothing replicated was lost
-        result.files_verified, result.bytes_verified = cmp_.files, cmp_.bytes
+        record_comparison(result, name, compare_tree(src, site.replica(name)))   # nothing replicated was lost
         result.bytes_sent = site.wire_bytes_up()
-        if not cmp_.ok:
-            result.mismatches += len(cmp_.diffs)
-            result.notes.append(f"{name}: " + "; ".join(cmp_.diffs[:5]))
     except Exception as e:
         result.mismatches += 1
         result.notes.append(f"{name}: ERROR {type(e).__name__}: {str(e)[:2000]}")

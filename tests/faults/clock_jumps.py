@@ -19,7 +19,7 @@ from typing import Callable, Optional
 
 from tests.e2e.site import wait_for
 from tests.faults.campaigns import TREE_SEED, _work
-from tests.faults.harness import FaultSite, compare_tree, quiet, tree_matches
+from tests.faults.harness import FaultSite, compare_tree, quiet, record_comparison, tree_matches
 from tests.faults.report import CampaignResult
 from tests.util.trees import make_rich_tree, mutate_rich_tree, remove_tree
 
@@ -65,12 +65,7 @@ def _scenario(site: FaultSite, clock: ReceiverClock, name: str, src: Path,
         result.mismatches += 1
         result.notes.append(f"{name}: switched over {_phases(done).count('quiesce')} times")
     result.completed += 1
-    cmp_ = compare_tree(src, site.replica(name))
-    result.files_verified += cmp_.files
-    result.bytes_verified += cmp_.bytes
-    if not cmp_.ok:
-        result.mismatches += len(cmp_.diffs)
-        result.notes.append(f"{name}: " + "; ".join(cmp_.diffs[:5]))
+    record_comparison(result, name, compare_tree(src, site.replica(name)))
 
 
 def _wait_caught_up(site: FaultSite, name: str, src: Path) -> None:

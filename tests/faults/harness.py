@@ -99,6 +99,15 @@ def compare_image(src: Path, replica: Path) -> Comparison:
     return Comparison(1, src.stat().st_size, diffs)
 
 
+def record_comparison(result, name: str, cmp_: "Comparison") -> None:
+    """Add one replica's comparison to a campaign's row: what was verified, and what differed."""
+    result.files_verified += cmp_.files
+    result.bytes_verified += cmp_.bytes
+    if not cmp_.ok:
+        result.mismatches += len(cmp_.diffs)
+        result.notes.append(f"{name}: " + "; ".join(cmp_.diffs[:5]))
+
+
 def tree_matches(src: Path, replica: Path, ignore=()) -> bool:
     try:
         return not diff_trees(src, replica, ignore=ignore)
